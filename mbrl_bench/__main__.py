@@ -1,0 +1,5 @@
+"""``python -m mbrl_bench`` is the ``bench`` command."""
+
+from mbrl_bench.cli import main
+
+main()

@@ -1,0 +1,271 @@
+"""Soft actor-critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications").
+
+Twin Q networks evaluated as one 2-member batched MLP, target networks with Polyak averaging,
+automatic entropy tuning towards a configurable target entropy, tanh-squashed Gaussian policy
+scaled to the action bounds. Targets bootstrap unless the next state is *terminal*; time-limit
+truncation is not termination, so truncated transitions bootstrap.
+
+As in the original SAC implementation (softlearning, on which the official MBPO code is built),
+the critic, actor and temperature losses of one update are all computed from the same
+parameters and applied together. That lets one update be one forward, one backward and one
+fused Adam step: a SAC update here is ~0.55 GFLOP, so per-operator overhead matters as much as
+arithmetic. Both critics run as one ``baddbmm`` per layer, the actor runs once over
+``[obs; next_obs]``, the actor's loss sees the critics through detached weights (so it moves only
+the actor), and the target update is a single ``_foreach_lerp_``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from mbrl_bench.buffer import Batch
+from mbrl_bench.config import check
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """Settings of SAC. Defaults are the paper's and MBPO's (256x256, lr 3e-4, batch 256)."""
+
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the actor and of each critic."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    batch_size: int = 256
+    gamma: float = 0.99
+    """Discount factor."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics (target <- (1 - tau) target + tau critic)."""
+    updates_per_step: int = 1
+    """Gradient updates per environment step (the update-to-data ratio)."""
+    target_entropy: float | None = None
+    """Entropy the temperature is tuned towards; omitted = -dim(action space)."""
+    init_alpha: float = 1.0
+    """Initial entropy temperature."""
+    learn_alpha: bool = True
+    """Tune the temperature automatically; if false it stays at ``init_alpha``."""
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    def __post_init__(self) -> None:
+        check(len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) > 0, "hidden_sizes",
+              "at least one positive width")
+        for name in ("actor_lr", "critic_lr", "alpha_lr", "init_alpha"):
+            check(getattr(self, name) > 0, name, "a positive number")
+        check(self.batch_size > 0, "batch_size", "a positive integer")
+        check(0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
+        check(0 < self.tau <= 1, "tau", "a number in (0, 1]")
+        check(self.updates_per_step >= 1, "updates_per_step", "an integer >= 1")
+        check(self.log_std_min < self.log_std_max, "log_std_min", "less than log_std_max")
+
+
+class BatchedLinear(nn.Module):
+    """``M`` independent linear layers applied as one batched matmul.
+
+    Weight ``M x in x out``, bias ``M x 1 x out``; forward ``M x B x in -> M x B x out``.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # torch.nn.Linear's default initialisation, per member
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class TwinCritic(nn.Module):
+    """``members`` Q networks in one module: ``(obs B x O, act B x A) -> Q members x B``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2):
+        super().__init__()
+        sizes = (obs_dim + act_dim, *hidden, 1)
+        self.members = members
+        self.layers = nn.ModuleList(
+            BatchedLinear(members, a, b) for a, b in itertools.pairwise(sizes)
+        )
+
+    def forward(
+        self, obs: torch.Tensor, act: torch.Tensor, detach_weights: bool = False
+    ) -> torch.Tensor:
+        """Q values ``members x B``; with ``detach_weights`` no gradient reaches the weights."""
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            lin: Any = layer
+            w, b = (lin.weight.detach(), lin.bias.detach()) if detach_weights else (
+                lin.weight, lin.bias)
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.relu(x)
+        return x.squeeze(-1)
+
+
+class SquashedGaussianActor(nn.Module):
+    """Policy ``obs B x O -> action B x A`` in the env's bounds, tanh-squashed Gaussian."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], low: torch.Tensor,
+        high: torch.Tensor, log_std_min: float, log_std_max: float,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = obs_dim
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.ReLU()]
+            prev = h
+        self.trunk = nn.Sequential(*layers)
+        self.head = nn.Linear(prev, 2 * act_dim)
+        self.scale: torch.Tensor
+        self.offset: torch.Tensor
+        self.register_buffer("scale", (high - low) / 2.0)
+        self.register_buffer("offset", (high + low) / 2.0)
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-squash mean and log-std, each ``B x A``."""
+        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(
+        self, obs: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised sample: action ``B x A`` and its log-probability ``B``."""
+        mean, log_std = self.dist_params(obs)
+        std = log_std.exp()
+        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        u = mean + std * eps
+        a = torch.tanh(u)
+        # log N(u; mean, std) - sum log|d tanh(u)/du|, the latter in a numerically stable form
+        logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        logp = logp - (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
+        logp = logp - torch.log(self.scale).sum()
+        return a * self.scale + self.offset, logp
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """Mean action ``B x A``."""
+        mean, _ = self.dist_params(obs)
+        return torch.tanh(mean) * self.scale + self.offset
+
+
+class SAC:
+    """SAC policy optimizer: ``update(batch)`` is one step of critic, actor and temperature."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any, config: SACConfig,
+        generator: torch.Generator,
+    ) -> None:
+        self.config = config
+        self.generator = generator
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.actor = SquashedGaussianActor(obs_dim, act_dim, config.hidden_sizes, low, high,
+                                           config.log_std_min, config.log_std_max)
+        self.critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
+        self.target_critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
+        self.target_critic.load_state_dict(self.critic.state_dict())
+        self.target_critic.requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(config.init_alpha), requires_grad=True)
+        self.target_entropy = (
+            float(-act_dim) if config.target_entropy is None else config.target_entropy
+        )
+        groups: list[dict[str, Any]] = [
+            {"params": list(self.actor.parameters()), "lr": config.actor_lr},
+            {"params": list(self.critic.parameters()), "lr": config.critic_lr},
+        ]
+        if config.learn_alpha:
+            groups.append({"params": [self.log_alpha], "lr": config.alpha_lr})
+        self.optimizer = torch.optim.Adam(groups, fused=True)
+        self._critic_params: list[torch.Tensor] = list(self.critic.parameters())
+        self._target_params: list[torch.Tensor] = list(self.target_critic.parameters())
+        self.updates = 0
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.detach().exp())
+
+    def act(self, obs: Any, deterministic: bool) -> Any:
+        """Action for one observation (array ``O``) as a numpy array ``A``."""
+        with torch.inference_mode():
+            o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            if deterministic:
+                a = self.actor.deterministic(o)
+            else:
+                a, _ = self.actor.sample(o, self.generator)
+        return a[0].numpy()
+
+    def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions ``B x A`` for observations ``B x O`` (no gradient)."""
+        with torch.no_grad():
+            if deterministic:
+                return self.actor.deterministic(obs)
+            return self.actor.sample(obs, self.generator)[0]
+
+    def td_target(
+        self, batch: Batch, next_act: torch.Tensor, next_logp: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """Soft TD target ``B``: r + γ (1 - terminated) (min_i Q'_i(s', a') - α log π(a'|s')).
+
+        Only termination stops bootstrapping; truncated transitions are not terminal.
+        """
+        with torch.no_grad():
+            q_next = self.target_critic(batch.next_obs, next_act).min(0).values
+            v_next = q_next - alpha * next_logp
+            return batch.rew + self.config.gamma * (1.0 - batch.terminated) * v_next
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """One SAC step on ``batch``: critic, actor and temperature from the same parameters.
+
+        Returns detached scalar diagnostics as tensors (no synchronisation on the hot path).
+        """
+        cfg = self.config
+        n = batch.obs.shape[0]
+        alpha = self.log_alpha.detach().exp()
+        # One actor pass over [obs; next_obs]: next actions for the target, new actions for the
+        # actor loss (the actor is not updated before its loss, so both come from one pass).
+        acts, logps = self.actor.sample(torch.cat([batch.obs, batch.next_obs]), self.generator)
+        pi, logp = acts[:n], logps[:n]
+        target = self.td_target(batch, acts[n:].detach(), logps[n:].detach(), alpha)
+        q = self.critic(batch.obs, batch.act)
+        critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
+        q_pi = self.critic(batch.obs, pi, detach_weights=True).min(0).values
+        actor_loss = (alpha * logp - q_pi).mean()
+        entropy = -logp.detach().mean()
+        loss = critic_loss + actor_loss
+        if cfg.learn_alpha:
+            loss = loss + self.log_alpha * (entropy - self.target_entropy)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+        self.updates += 1
+        return {
+            "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+            "alpha": alpha, "entropy": entropy, "q_mean": q.detach().mean(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "optimizer": self.optimizer.state_dict(), "updates": self.updates,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]

@@ -1,0 +1,175 @@
+"""``bench``: run seeded suites, list parts, and turn results into tables and plots."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mbrl_bench.errors import ConfigError, UnsupportedEnvError
+
+app = typer.Typer(
+    help="Fair, resumable comparisons of model-based RL algorithms.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+RecipeDirs = Annotated[
+    list[Path] | None,
+    typer.Option("--algorithms-dir", help="Extra folder of recipe files (searched first)."),
+]
+SuiteDirs = Annotated[
+    list[Path] | None, typer.Option("--suites-dir", help="Extra folder of suite files.")
+]
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        if "," in text or text.strip().startswith("["):
+            seeds = [int(s) for s in text.strip("[] ").split(",") if s.strip()]
+        else:
+            n = int(text)
+            if n <= 0:
+                raise ValueError
+            return list(range(n))
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected N (seeds 0..N-1) or a list like 1,2,3; got {text!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise typer.BadParameter("seeds must be distinct non-negative integers")
+    return seeds
+
+
+@app.command()
+def run(
+    suite: Annotated[str, typer.Option(help="Suite name (see `bench list`) or path to a .toml.")],
+    algos: Annotated[str | None, typer.Option(
+        help="Comma-separated recipe names or paths (default: the suite's algorithms).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="N (seeds 0..N-1) or a list 1,2,3 (default: the suite's seeds).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Override every environment's budget.")] = None,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    env: Annotated[str | None, typer.Option(
+        help="Only environments whose name or id matches this glob or substring.")] = None,
+    workers: Annotated[int, typer.Option(help="Runs in parallel (local processes).")] = 1,
+    executor: Annotated[str, typer.Option(help="local or ray (RAY_ADDRESS selects the "
+                                          "cluster; --out must be on a shared filesystem).")
+                        ] = "local",
+    threads: Annotated[int | None, typer.Option(
+        help="Torch threads per run (default: cores / workers).")] = None,
+    algorithms_dir: RecipeDirs = None,
+    suites_dir: SuiteDirs = None,
+) -> None:
+    """Run a suite: every environment × algorithm × seed. Finished runs are skipped and
+    interrupted ones resume from their last checkpoint."""
+    from mbrl_bench.runner.execute import expand, run_all
+    from mbrl_bench.spec import load_suite
+
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter("--executor must be local or ray")
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    try:
+        s = load_suite(suite, tuple(suites_dir or ()))
+        algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
+            s.algorithms)
+        seed_list = _parse_seeds(seeds) if seeds else list(s.seeds)
+        specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()))
+        typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}, "
+                   f"seeds {seed_list}, results in {out}")
+        outcomes = run_all(specs, out, workers, executor, threads)  # type: ignore[arg-type]
+    except (ConfigError, UnsupportedEnvError) as e:
+        _fail(str(e))
+        return
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+        if o.error:
+            typer.secho(f"{o.run_id} failed: {o.error.splitlines()[0]}", fg=typer.colors.RED)
+    typer.echo("done: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_parts(algorithms_dir: RecipeDirs = None, suites_dir: SuiteDirs = None) -> None:
+    """Print every registered part, recipe and suite with a one-line description."""
+    from mbrl_bench.config import load_toml
+    from mbrl_bench.envs.termination import TERMINATIONS
+    from mbrl_bench.parts import PART_KINDS, registry_for
+    from mbrl_bench.spec import available, find_file, load_suite
+
+    for kind in PART_KINDS:
+        reg = registry_for(kind)
+        typer.secho(f"{reg.kind}s ({kind}):", bold=True)
+        for e in reg:
+            typer.echo(f"  {e.name:<24} {e.description}")
+        if not reg.names():
+            typer.echo("  (none yet)")
+    typer.secho("environments with termination functions:", bold=True)
+    for env_id, (desc, _) in sorted(TERMINATIONS.items()):
+        typer.echo(f"  {env_id:<24} {desc}")
+    rdirs, sdirs = tuple(algorithms_dir or ()), tuple(suites_dir or ())
+    typer.secho("recipes (algorithms/):", bold=True)
+    for name in available("algorithms", rdirs):
+        desc = load_toml(find_file(name, "algorithms", rdirs)).get("description", "")
+        typer.echo(f"  {name:<24} {str(desc).splitlines()[0] if desc else ''}")
+    typer.secho("suites (suites/):", bold=True)
+    for name in available("suites", sdirs):
+        try:
+            s = load_suite(name, sdirs)
+            envs = ", ".join(e.label for e in s.envs)
+            typer.echo(f"  {name:<24} {s.description} [{envs}]")
+        except ConfigError as e:
+            typer.echo(f"  {name:<24} INVALID: {e}")
+
+
+@app.command()
+def table(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write table.csv / table.md "
+                                             "(default: RESULTS_DIR).")] = None,
+) -> None:
+    """Sample-efficiency table: mean return and 95% bootstrap interval over seeds at each
+    reporting budget, seeds counted, steps to the suite's threshold."""
+    from mbrl_bench.reporting.table import format_markdown, write_table
+
+    try:
+        t = write_table(results_dir, out)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    typer.echo(format_markdown(t))
+    dest = out or results_dir
+    typer.echo(f"\nwritten: {dest / 'table.csv'}, {dest / 'table.md'}")
+
+
+@app.command()
+def plot(
+    results_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")],
+    out: Annotated[Path | None, typer.Option(help="PNG path (default RESULTS_DIR/curves.png).")
+                   ] = None,
+) -> None:
+    """Learning curves: mean evaluation return over seeds with a 95% bootstrap band."""
+    from mbrl_bench.reporting.plots import plot_curves
+    from mbrl_bench.reporting.table import load_runs
+
+    try:
+        _, evals = load_runs(results_dir)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    path = plot_curves(evals, out or results_dir / "curves.png")
+    typer.echo(f"written: {path}")
+
+
+def main() -> None:  # pragma: no cover
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    sys.exit(app())

@@ -1,0 +1,253 @@
+"""Aggregate statistics over benchmark scores, in the spirit of rliable's metrics.
+
+All functions are pure: they take NumPy arrays (or anything ``numpy.asarray`` accepts) and,
+where randomness is needed, an explicit :class:`numpy.random.Generator`. The same generator
+seed gives the same numbers.
+
+Shape conventions used in the docstrings:
+
+* ``(num_runs,)``: one score per run (seed) of a single task.
+* ``(num_runs x num_tasks)``: one score per run and task; runs are rows, tasks are columns.
+* ``(K,)``: a vector of ``K`` thresholds or results.
+
+References: Agarwal et al., "Deep Reinforcement Learning at the Edge of the Statistical
+Precipice" (NeurIPS 2021), and its library rliable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "iqm",
+    "mean_ci",
+    "performance_profile",
+    "probability_of_improvement",
+    "steps_to_threshold",
+    "stratified_bootstrap_ci",
+    "trimmed_mean",
+]
+
+Statistic = Callable[[NDArray[np.float64]], Any]
+
+
+def _finite_array(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    """Convert to a float array, rejecting empty input and NaN."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty; need at least one score")
+    if np.isnan(arr).any():
+        raise ValueError(f"{name} contains NaN; drop or impute missing scores first")
+    return arr
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+
+
+def _check_reps(reps: int) -> None:
+    if reps < 1:
+        raise ValueError(f"reps must be a positive number of bootstrap replicates, got {reps!r}")
+
+
+def _percentile_interval(samples: NDArray[np.float64], confidence: float) -> tuple[float, float]:
+    """Two-sided percentile interval of bootstrap ``samples`` at level ``confidence``."""
+    alpha = 1.0 - confidence
+    lo, hi = np.percentile(samples, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
+    return float(lo), float(hi)
+
+
+def trimmed_mean(scores: ArrayLike, proportion: float) -> float:
+    """Mean of the flattened ``scores`` after cutting ``proportion`` of values from each end.
+
+    Identical to ``scipy.stats.trim_mean(scores, proportion, axis=None)``: with ``n`` values,
+    ``int(proportion * n)`` of the smallest and of the largest are dropped.
+
+    Args:
+        scores: any shape, e.g. ``(num_runs x num_tasks)``; flattened.
+        proportion: fraction cut from each side, in ``[0, 0.5)``.
+    """
+    if not 0.0 <= proportion < 0.5:
+        raise ValueError(f"proportion must be in [0, 0.5), got {proportion!r}")
+    flat = np.sort(_finite_array(scores, "scores").ravel())
+    cut = int(proportion * flat.size)
+    return float(flat[cut : flat.size - cut].mean())
+
+
+def iqm(scores: ArrayLike) -> float:
+    """Interquartile mean: the mean of the middle 50% of all scores.
+
+    Matches rliable's ``aggregate_iqm``, i.e. ``scipy.stats.trim_mean(scores, 0.25, axis=None)``:
+    runs and tasks are pooled (flattened) and 25% is trimmed from each side.
+
+    Args:
+        scores: ``(num_runs,)`` or ``(num_runs x num_tasks)``; any shape is flattened.
+
+    Raises:
+        ValueError: if ``scores`` is empty or contains NaN.
+    """
+    return trimmed_mean(scores, 0.25)
+
+
+def mean_ci(
+    x: ArrayLike,
+    rng: np.random.Generator,
+    reps: int = 2000,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Sample mean with a percentile-bootstrap confidence interval.
+
+    Args:
+        x: ``(num_runs,)`` scores, one per run (seed).
+        rng: source of randomness for resampling.
+        reps: number of bootstrap replicates.
+        confidence: coverage of the two-sided interval, e.g. 0.95.
+
+    Returns:
+        ``(mean, lo, hi)``. With a single run there is nothing to resample and
+        ``lo == hi == mean``.
+
+    Raises:
+        ValueError: if ``x`` is empty, not one-dimensional, or contains NaN.
+    """
+    arr = _finite_array(x, "x")
+    if arr.ndim != 1:
+        raise ValueError(f"x must have shape (num_runs,), got {arr.shape}")
+    _check_reps(reps)
+    _check_confidence(confidence)
+    mean = float(arr.mean())
+    if arr.size == 1:
+        return mean, mean, mean
+    idx = rng.integers(0, arr.size, size=(reps, arr.size))
+    boot = arr[idx].mean(axis=1)
+    lo, hi = _percentile_interval(boot, confidence)
+    return mean, lo, hi
+
+
+def stratified_bootstrap_ci(
+    scores: Mapping[str, ArrayLike],
+    statistic: Statistic,
+    rng: np.random.Generator,
+    reps: int = 2000,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float, float]]:
+    """Point estimate and stratified-bootstrap percentile interval of ``statistic`` per key.
+
+    For each replicate, runs are resampled with replacement independently within each task
+    (column), as in rliable's ``StratifiedBootstrap``; ``statistic`` is then applied to the
+    resampled ``(num_runs x num_tasks)`` matrix.
+
+    Args:
+        scores: maps a name (e.g. an algorithm) to a ``(num_runs x num_tasks)`` matrix;
+            a ``(num_runs,)`` vector is treated as one task.
+        statistic: maps a ``(num_runs x num_tasks)`` matrix to a scalar, e.g. :func:`iqm`.
+        rng: source of randomness; keys are processed in the mapping's order.
+        reps: number of bootstrap replicates.
+        confidence: coverage of the two-sided interval.
+
+    Returns:
+        ``{name: (point, lo, hi)}`` where ``point = statistic(scores[name])``.
+
+    Raises:
+        ValueError: on empty or NaN scores, or when ``statistic`` does not return a scalar.
+    """
+    _check_reps(reps)
+    _check_confidence(confidence)
+    out: dict[str, tuple[float, float, float]] = {}
+    for name, values in scores.items():
+        mat = _as_matrix(values, f"scores[{name!r}]")
+        num_runs, num_tasks = mat.shape
+        point = _scalar(statistic(mat), name)
+        task_idx = np.arange(num_tasks)[None, :]
+        boot = np.empty(reps, dtype=np.float64)
+        for r in range(reps):
+            run_idx = rng.integers(0, num_runs, size=(num_runs, num_tasks))
+            boot[r] = _scalar(statistic(mat[run_idx, task_idx]), name)
+        lo, hi = _percentile_interval(boot, confidence)
+        out[name] = (point, lo, hi)
+    return out
+
+
+def _scalar(value: Any, name: str) -> float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size != 1:
+        raise ValueError(f"statistic must return a scalar for {name!r}, got shape {arr.shape}")
+    return float(arr.reshape(()))
+
+
+def _as_matrix(values: ArrayLike, name: str) -> NDArray[np.float64]:
+    arr = _finite_array(values, name)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (num_runs x num_tasks), got {arr.shape}")
+    return arr
+
+
+def probability_of_improvement(x: ArrayLike, y: ArrayLike) -> float:
+    """Probability that algorithm X scores higher than algorithm Y on a random task.
+
+    Per task, this is the Mann-Whitney statistic normalised to ``[0, 1]``:
+    ``P(X > Y) + 0.5 * P(X == Y)`` over all ``n * m`` run pairs; the result is the average
+    over tasks (as in rliable's ``probability_of_improvement``).
+
+    Args:
+        x: ``(n x num_tasks)`` scores of X (a ``(n,)`` vector is one task).
+        y: ``(m x num_tasks)`` scores of Y, same tasks in the same column order.
+
+    Raises:
+        ValueError: on empty or NaN input, or when the number of tasks differs.
+    """
+    xm = _as_matrix(x, "x")
+    ym = _as_matrix(y, "y")
+    if xm.shape[1] != ym.shape[1]:
+        raise ValueError(f"x has {xm.shape[1]} tasks but y has {ym.shape[1]}")
+    xs = xm[:, None, :]
+    ys = ym[None, :, :]
+    per_task = (xs > ys).mean(axis=(0, 1)) + 0.5 * (xs == ys).mean(axis=(0, 1))
+    return float(per_task.mean())
+
+
+def performance_profile(scores: ArrayLike, taus: ArrayLike) -> NDArray[np.float64]:
+    """Score distribution: fraction of all runs x tasks whose score exceeds each ``tau``.
+
+    Args:
+        scores: ``(num_runs x num_tasks)`` (any shape; flattened).
+        taus: ``(K,)`` thresholds.
+
+    Returns:
+        ``(K,)`` array with entry ``k = mean(scores > taus[k])``.
+    """
+    flat = _finite_array(scores, "scores").ravel()
+    tau = np.atleast_1d(np.asarray(taus, dtype=np.float64))
+    if tau.ndim != 1:
+        raise ValueError(f"taus must have shape (K,), got {tau.shape}")
+    return np.asarray((flat[None, :] > tau[:, None]).mean(axis=1), dtype=np.float64)
+
+
+def steps_to_threshold(env_steps: ArrayLike, returns: ArrayLike, threshold: float) -> int | None:
+    """Environment step of the first evaluation whose return is at least ``threshold``.
+
+    Args:
+        env_steps: ``(T,)`` evaluation steps, increasing.
+        returns: ``(T,)`` evaluation returns at those steps (NaN never counts as reached).
+        threshold: target return.
+
+    Returns:
+        The first ``env_steps[t]`` with ``returns[t] >= threshold``, or ``None`` if never reached.
+    """
+    steps = np.asarray(env_steps)
+    rets = np.asarray(returns, dtype=np.float64)
+    if steps.shape != rets.shape or steps.ndim != 1:
+        raise ValueError(
+            f"env_steps and returns must both have shape (T,), got {steps.shape} and {rets.shape}"
+        )
+    hits = np.flatnonzero(rets >= threshold)
+    if hits.size == 0:
+        return None
+    return int(steps[hits[0]])

@@ -1,0 +1,198 @@
+"""Learning-curve and diagnostic plots of the run store, written as PNG files.
+
+Figures are drawn on matplotlib's Agg canvas directly (no pyplot, no global backend switch),
+so the functions are safe in headless jobs and do not disturb an interactive session.
+Confidence bands are computed here with :mod:`mbrl_bench.reporting.aggregate`; seaborn only
+supplies the colour palette.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+from mbrl_bench.reporting.aggregate import mean_ci
+
+__all__ = ["plot_curves", "plot_metrics"]
+
+_MAX_LEGEND_ENTRIES = 12
+
+
+def _grid(n_panels: int, max_cols: int = 3) -> tuple[int, int]:
+    ncols = min(max_cols, n_panels)
+    return math.ceil(n_panels / ncols), ncols
+
+
+def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    nrows, ncols = _grid(n_panels)
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n_panels)]
+    return fig, axes
+
+
+def _save(fig: Figure, out_path: str | os.PathLike[str]) -> Path:
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=100)
+    return path
+
+
+def _run_column(frame: pd.DataFrame, preferred: str) -> str | None:
+    for col in (preferred, "path", "run_id"):
+        if col in frame.columns:
+            return col
+    return None
+
+
+def _mean_band(
+    runs: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    rng: np.random.Generator,
+    reps: int,
+    confidence: float,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Mean over runs and its bootstrap band on the union of the runs' evaluation steps.
+
+    Each run ``(steps, returns)`` is linearly interpolated onto the common grid inside its
+    own step range only (never extrapolated), so a point averages the runs covering it.
+    """
+    grid = np.unique(np.concatenate([steps for steps, _ in runs]))
+    values = np.full((len(runs), grid.size), np.nan)
+    for i, (steps, returns) in enumerate(runs):
+        inside = (grid >= steps[0]) & (grid <= steps[-1])
+        values[i, inside] = np.interp(grid[inside], steps, returns)
+    mean = np.empty(grid.size)
+    lo = np.empty(grid.size)
+    hi = np.empty(grid.size)
+    for j in range(grid.size):
+        column = values[:, j]
+        mean[j], lo[j], hi[j] = mean_ci(column[~np.isnan(column)], rng, reps, confidence)
+    return grid.astype(np.float64), mean, lo, hi
+
+
+def plot_curves(
+    evals: pd.DataFrame,
+    out_path: str | os.PathLike[str],
+    *,
+    confidence: float = 0.95,
+    reps: int = 1000,
+    rng_seed: int = 0,
+) -> Path:
+    """Learning curves: one subplot per (suite, env), one line per algo.
+
+    Each line is the mean ``return_mean`` over the algo's runs (seeds) against ``env_step``,
+    with a percentile-bootstrap band (:func:`~mbrl_bench.reporting.aggregate.mean_ci`).
+    Runs with ``status == "failed"`` are left out, as in the table.
+
+    Args:
+        evals: tidy evals frame from :func:`~mbrl_bench.reporting.table.load_runs` (needs
+            ``suite, env, algo, env_step, return_mean`` and a run column, ``path`` or ``run_id``).
+        out_path: PNG file to write (parent directories are created).
+        confidence: coverage of the band.
+        reps: bootstrap replicates per evaluation step.
+        rng_seed: seed of the bootstrap.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: if there are no evaluations to plot or a needed column is missing.
+    """
+    needed = ["suite", "env", "algo", "env_step", "return_mean"]
+    missing = [col for col in needed if col not in evals.columns]
+    run_col = _run_column(evals, "path")
+    if run_col is None:
+        missing.append("path or run_id")
+    if missing:
+        raise ValueError(f"evals lacks column(s) {missing}; has {list(evals.columns)}")
+    data = evals if "status" not in evals.columns else evals.loc[evals["status"] != "failed"]
+    data = data.dropna(subset=["env_step", "return_mean"])
+    if data.empty:
+        raise ValueError("no evaluations to plot (all runs are empty or failed)")
+
+    algos = sorted(data["algo"].astype(str).unique())
+    colors = dict(zip(algos, sns.color_palette("colorblind", len(algos)), strict=True))
+    panels = sorted({(str(s), str(e)) for s, e in zip(data["suite"], data["env"], strict=True)})
+    fig, axes = _new_figure(len(panels), (5.0, 3.5))
+    rng = np.random.default_rng(rng_seed)
+    for ax, (suite, env) in zip(axes, panels, strict=True):
+        panel = data.loc[(data["suite"].astype(str) == suite) & (data["env"].astype(str) == env)]
+        for algo, algo_rows in panel.groupby(panel["algo"].astype(str), sort=True):
+            runs = [
+                (
+                    rows["env_step"].to_numpy(dtype=np.float64),
+                    rows["return_mean"].to_numpy(dtype=np.float64),
+                )
+                for _, rows in algo_rows.sort_values("env_step").groupby(run_col, sort=True)
+            ]
+            steps, mean, lo, hi = _mean_band(runs, rng, reps, confidence)
+            color = colors[str(algo)]
+            ax.plot(steps, mean, color=color, label=f"{algo} (n={len(runs)})")
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.25, linewidth=0)
+        ax.set_title(f"{suite}/{env}")
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return _save(fig, out_path)
+
+
+def plot_metrics(
+    metrics: pd.DataFrame,
+    columns: list[str],
+    out_path: str | os.PathLike[str],
+    title: str,
+    *,
+    run_col: str = "run_id",
+) -> Path:
+    """Small multiples of diagnostic columns against ``env_step``, one line per run.
+
+    Args:
+        metrics: frame with ``env_step``, the ``columns`` to draw and, to tell runs apart,
+            ``run_col`` (e.g. from :func:`~mbrl_bench.reporting.table.load_metrics`); without
+            any run column all rows are drawn as one run.
+        columns: diagnostic columns, one subplot each.
+        out_path: PNG file to write (parent directories are created).
+        title: figure title.
+        run_col: column naming the run of each row (falls back to ``path``).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: if ``columns`` is empty or names columns absent from ``metrics``.
+    """
+    if not columns:
+        raise ValueError("columns is empty; name at least one diagnostic column to plot")
+    missing = [col for col in ["env_step", *columns] if col not in metrics.columns]
+    if missing:
+        raise ValueError(f"metrics lacks column(s) {missing}; has {list(metrics.columns)}")
+    key = _run_column(metrics, run_col)
+    groups: list[tuple[Any, pd.DataFrame]] = (
+        list(metrics.groupby(key, sort=True)) if key is not None else [("run", metrics)]
+    )
+    colors = sns.color_palette("husl" if len(groups) > 10 else "colorblind", len(groups))
+    fig, axes = _new_figure(len(columns), (4.5, 3.0))
+    for ax, column in zip(axes, columns, strict=True):
+        for color, (run, rows) in zip(colors, groups, strict=True):
+            series = rows[["env_step", column]].dropna().sort_values("env_step")
+            ax.plot(series["env_step"], series[column], color=color, label=str(run), lw=1.2)
+        ax.set_title(column)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    if len(groups) <= _MAX_LEGEND_ENTRIES:
+        handles, labels = axes[0].get_legend_handles_labels()
+        ncols = max(1, min(3, len(labels)))
+        fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small")
+    fig.suptitle(title)
+    return _save(fig, out_path)

@@ -1,0 +1,58 @@
+"""The composition root: builds every part of one run from its resolved recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from mbrl_bench.envs.make import check_spaces, make_env
+from mbrl_bench.parts import LOOPS, OPTIMIZERS, LoopDef
+from mbrl_bench.runner.spec import RunSpec
+
+
+@dataclass
+class Components:
+    """Everything a loop needs, built once per run and handed in."""
+
+    spec: RunSpec
+    loop: LoopDef
+    loop_config: Any
+    env: gym.Env
+    eval_env: gym.Env
+    env_seed: int
+    torch_gen: torch.Generator
+    np_rng: np.random.Generator
+    optimizer: Any = None
+    model_phase: Any = None
+
+
+def seeds_for(seed: int) -> tuple[int, int, int]:
+    """(torch seed, numpy seed, env reset seed) derived from the run's seed."""
+    a, b, c = np.random.SeedSequence([seed, 0x5EED]).generate_state(3)
+    return int(a), int(b), int(c)
+
+
+def compose(spec: RunSpec) -> Components:
+    """Build env, evaluation env, generators and the recipe's parts for ``spec``."""
+    recipe = spec.recipe
+    loop_part = recipe.parts[0]
+    loop = LOOPS.get(loop_part.name).factory
+    env = make_env(spec.env.id, spec.env.kwargs)
+    eval_env = make_env(spec.env.id, spec.env.kwargs)
+    check_spaces(env, loop.space)
+    torch_seed, np_seed, env_seed = seeds_for(spec.seed)
+    torch_gen = torch.Generator().manual_seed(torch_seed)
+    torch.manual_seed(torch_seed)  # parameter initialisation uses torch's default generator
+    c = Components(spec, loop, loop_part.config, env, eval_env, env_seed, torch_gen,
+                   np.random.default_rng(np_seed))
+    opt = recipe.part("optimizer")
+    if opt is not None:
+        space: Any = env.action_space
+        obs_dim = int(np.prod(env.observation_space.shape or (1,)))
+        c.optimizer = OPTIMIZERS.get(opt.name).factory(
+            obs_dim, int(space.shape[0]), space.low, space.high, opt.config, torch_gen)
+    return c

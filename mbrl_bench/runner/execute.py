@@ -1,0 +1,186 @@
+"""Expanding a suite into runs, checking them before anything starts, and executing them.
+
+Executors: in this process (``workers=1``), a local process pool, or a Ray cluster. Every run is
+executed by :func:`execute_run`, which skips finished runs, resumes unfinished ones from their
+checkpoint, and records failures (with their error) without stopping the suite.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import multiprocessing
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from mbrl_bench.envs.make import check_spaces, make_env
+from mbrl_bench.envs.termination import termination_fn_for
+from mbrl_bench.errors import ConfigError
+from mbrl_bench.parts import LOOPS
+from mbrl_bench.runner.spec import RunSpec
+from mbrl_bench.runner.store import CHECKPOINT_FILE, RunStore, code_version, now, versions
+from mbrl_bench.spec import EnvEntry, Suite, load_recipe
+
+Executor = Literal["local", "ray"]
+MODEL_KINDS = ("model", "rollout", "planner")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    status: str  # complete | skipped | failed | interrupted
+    error: str | None = None
+
+
+def _with_steps(entry: EnvEntry, steps: int) -> EnvEntry:
+    return replace(
+        entry, budget=steps, eval_every=min(entry.eval_every, steps),
+        reporting_budgets=tuple(b for b in entry.reporting_budgets if b <= steps),
+    )
+
+
+def expand(
+    suite: Suite, algos: Sequence[str], seeds: Sequence[int], steps: int | None = None,
+    env_filter: str | None = None, extra_dirs: tuple[Path, ...] = (),
+) -> list[RunSpec]:
+    """All runs of ``suite`` × ``algos`` × ``seeds`` (recipes resolved per environment).
+
+    ``steps`` replaces every budget; ``env_filter`` is a glob or substring on name or id.
+    """
+    entries = list(suite.envs)
+    if env_filter:
+        entries = [e for e in entries if any(
+            fnmatch.fnmatch(s, env_filter) or env_filter in s for s in (e.label, e.id))]
+        if not entries:
+            raise ConfigError(suite.name, "--env", f"no environment of the suite matches "
+                              f"{env_filter!r}; it has: {', '.join(e.label for e in suite.envs)}")
+    if steps is not None:
+        if steps <= 0:
+            raise ConfigError("--steps", "", "a positive number of environment steps")
+        entries = [_with_steps(e, steps) for e in entries]
+    if not algos:
+        raise ConfigError(suite.name, "algorithms", "no algorithms: give --algos or list "
+                          "`algorithms` in the suite")
+    specs: list[RunSpec] = []
+    for entry in entries:
+        for algo in algos:
+            recipe = load_recipe(algo, entry.id, extra_dirs)
+            loop_cfg = recipe.config("loop")
+            if entry.initial_random_steps is not None and hasattr(loop_cfg, "initial_random_steps"):
+                recipe = recipe.with_config(
+                    "loop", replace(loop_cfg, initial_random_steps=entry.initial_random_steps))
+            name = Path(algo).stem
+            specs.extend(RunSpec(suite.name, entry, name, seed, recipe) for seed in seeds)
+    return specs
+
+
+def preflight(specs: Sequence[RunSpec], out: Path) -> None:
+    """Fail before any run starts if an env does not suit its loop, a model-based recipe has no
+    termination function for its env, or a run folder holds a run of another configuration."""
+    checked: set[tuple[str, str, bool]] = set()
+    for spec in specs:
+        loop = LOOPS.get(spec.recipe.parts[0].name).factory
+        needs_term = any(spec.recipe.part(k) is not None for k in MODEL_KINDS)
+        key = (spec.env.label, loop.space, needs_term)
+        if key not in checked:
+            checked.add(key)
+            env = make_env(spec.env.id, spec.env.kwargs)
+            try:
+                check_spaces(env, loop.space)
+                if needs_term:
+                    termination_fn_for(env)
+            finally:
+                env.close()
+        meta = RunStore(spec.run_dir(out)).read_meta()
+        if meta is not None and meta.get("config_hash") != spec.config_hash:
+            raise ConfigError(
+                str(spec.run_dir(out)), "config_hash",
+                f"this folder holds a run of a different configuration "
+                f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
+                "remove the folder")
+
+
+def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print) -> Outcome:
+    """Run (or resume, or skip) one run, recording its status and any error in ``run.json``."""
+    from mbrl_bench.runner.compose import compose
+
+    store = RunStore(spec.run_dir(out))
+    meta = store.read_meta()
+    if meta is not None and meta.get("status") == "complete":
+        return Outcome(spec.run_id, "skipped")
+    if meta is None or not (store.dir / CHECKPOINT_FILE).exists():
+        store.reset_files()
+    started = time.perf_counter()
+    store.write_meta({
+        **spec.meta(), "status": "running",
+        "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
+        "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
+        "versions": versions(), "code_version": code_version(),
+        "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
+    })
+    prior = float((meta or {}).get("wall_clock_s") or 0.0)
+
+    def finish(status: str, error: str | None = None) -> Outcome:
+        store.update_meta(status=status, error=error, ended_at=now(),
+                          wall_clock_s=prior + time.perf_counter() - started)
+        return Outcome(spec.run_id, status, error)
+
+    try:
+        c = compose(spec)
+        c.loop.run(c, store, progress)
+    except KeyboardInterrupt:
+        finish("interrupted")
+        raise
+    except Exception as e:
+        tb = traceback.format_exc(limit=-3)
+        progress(f"{spec.run_id}: FAILED: {type(e).__name__}: {e}")
+        return finish("failed", f"{type(e).__name__}: {e}\n{tb}")
+    return finish("complete")
+
+
+def _worker(spec: RunSpec, out: Path, threads: int) -> Outcome:
+    import torch
+
+    torch.set_num_threads(threads)
+    return execute_run(spec, out, progress=lambda s: print(s, flush=True))
+
+
+def run_all(
+    specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
+    threads: int | None = None, progress: Callable[[str], None] = print,
+) -> list[Outcome]:
+    """Execute ``specs``; a failed run is recorded and the others go on."""
+    preflight(specs, out)
+    cores = os.cpu_count() or 1
+    threads = threads or max(1, cores // max(workers, 1))
+    if executor == "ray":
+        return _run_ray(specs, out, threads)
+    if workers <= 1:
+        import torch
+
+        torch.set_num_threads(threads)
+        return [execute_run(s, out, progress) for s in specs]
+    ctx = multiprocessing.get_context("spawn")
+    outcomes = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = [pool.submit(_worker, s, out, threads) for s in specs]
+        for f in as_completed(futures):
+            outcomes.append(f.result())
+    order = {s.run_id: i for i, s in enumerate(specs)}
+    return sorted(outcomes, key=lambda o: order[o.run_id])
+
+
+def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int) -> list[Outcome]:
+    try:
+        import ray
+    except ImportError as e:
+        raise ConfigError("--executor", "ray", "Ray is not installed: pip install "
+                          "'mbrl-bench[ray]' (and start or join a cluster)") from e
+    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
+    remote = ray.remote(num_cpus=threads)(_worker)
+    return list(ray.get([remote.remote(s, out, threads) for s in specs]))

@@ -1,0 +1,164 @@
+"""One directory per run: ``run.json``, ``evals.csv``, ``metrics.csv`` and an atomic checkpoint.
+
+Rows are appended and flushed as they happen. A checkpoint is written (temporary file, fsync,
+rename) after each evaluation row. On resume, rows past the checkpoint's step are dropped before
+the run continues, so no evaluation row is lost or duplicated whenever the run died.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mbrl_bench
+
+EVAL_COLUMNS = ("env_step", "episodes", "return_mean", "return_std", "return_min", "return_max",
+                "wall_clock_s")
+RUN_FILE, EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE = (
+    "run.json", "evals.csv", "metrics.csv", "checkpoint.pt")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@cache
+def code_version() -> str:
+    """Git commit of the package source (``+dirty`` if modified), else the package version."""
+    src = Path(mbrl_bench.__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=src, text=True,
+                             capture_output=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=src, text=True,
+                               capture_output=True, timeout=10, check=True).stdout.strip()
+        return f"{sha}+dirty" if dirty else sha
+    except (OSError, subprocess.SubprocessError):
+        return f"v{mbrl_bench.__version__}"
+
+
+def versions() -> dict[str, str]:
+    import gymnasium
+    import numpy
+
+    out = {"python": platform.python_version(), "mbrl_bench": mbrl_bench.__version__,
+           "torch": torch.__version__, "numpy": numpy.__version__,
+           "gymnasium": gymnasium.__version__}
+    try:
+        import mujoco
+
+        out["mujoco"] = mujoco.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return out
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunStore:
+    """The files of one run under ``run_dir``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self._metric_columns: list[str] | None = None
+
+    # ------------------------------------------------------------------ run.json
+    def read_meta(self) -> dict[str, Any] | None:
+        p = self.dir / RUN_FILE
+        if not p.exists():
+            return None
+        return dict(json.loads(p.read_text()))
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        blob = json.dumps(meta, indent=2, sort_keys=False).encode()
+        _atomic_write(self.dir / RUN_FILE, lambda f: f.write(blob))
+
+    def update_meta(self, **fields: Any) -> dict[str, Any]:
+        meta = self.read_meta() or {}
+        meta.update(fields)
+        self.write_meta(meta)
+        return meta
+
+    # ------------------------------------------------------------------ rows
+    def append_eval(self, row: dict[str, Any]) -> None:
+        self._append(self.dir / EVALS_FILE, list(EVAL_COLUMNS), row)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        path = self.dir / METRICS_FILE
+        if self._metric_columns is None:
+            if path.exists() and path.stat().st_size > 0:
+                with path.open() as f:
+                    self._metric_columns = next(csv.reader(f))
+            else:
+                self._metric_columns = list(row)
+        missing = set(row) - set(self._metric_columns)
+        if missing:
+            raise ValueError(f"metrics row has columns not in {path}: {sorted(missing)}")
+        self._append(path, self._metric_columns, row)
+
+    @staticmethod
+    def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
+        new = not path.exists() or path.stat().st_size == 0
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, restval="")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_rows(self, name: str) -> list[dict[str, str]]:
+        path = self.dir / name
+        if not path.exists():
+            return []
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def truncate_after(self, env_step: int) -> None:
+        """Drop rows of ``evals.csv`` and ``metrics.csv`` past ``env_step`` (resume point)."""
+        for name in (EVALS_FILE, METRICS_FILE):
+            path = self.dir / name
+            if not path.exists():
+                continue
+            with path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                columns = list(reader.fieldnames or [])
+                rows = [r for r in reader if int(float(r["env_step"])) <= env_step]
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+            blob = buf.getvalue().encode()
+            _atomic_write(path, lambda fh, blob=blob: fh.write(blob))
+
+    def reset_files(self) -> None:
+        """Remove rows and checkpoint of a run that starts over."""
+        for name in (EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE):
+            (self.dir / name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ checkpoint
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        _atomic_write(self.dir / CHECKPOINT_FILE, lambda f: torch.save(state, f))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.dir / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        return dict(torch.load(path, weights_only=True))

@@ -1,0 +1,303 @@
+"""Recipes (algorithms) and suites: TOML files loaded into frozen, validated configs.
+
+A **recipe** names its loop and parts, each a table with a ``name`` (a registered part) and that
+part's settings::
+
+    description = "Soft actor-critic"
+    [loop]
+    name = "policy"
+    initial_random_steps = 5000
+    [optimizer]
+    name = "sac"
+    hidden_sizes = [256, 256]
+    [overrides."Hopper-v5".optimizer]       # per-environment overrides (gymnasium id)
+    updates_per_step = 20
+
+``base = "other-recipe"`` starts from another recipe and overrides it (tables merge key by key).
+
+A **suite** names environments with their budgets, evaluation schedule and reporting budgets,
+the default algorithms and seeds::
+
+    description = "Classic control"
+    algorithms = ["sac"]
+    seeds = [0, 1, 2]
+    [[envs]]
+    id = "Pendulum-v1"
+    budget = 20000
+    eval_every = 1000
+    reporting_budgets = [10000, 20000]
+    threshold = -200.0
+
+Everything is checked when loaded, before any run starts; an error names the file, the key and
+what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from mbrl_bench import envs as _envs  # noqa: F401  (registers our own environments)
+from mbrl_bench.config import build, check, deep_merge, load_toml, stable_hash, to_dict
+from mbrl_bench.envs import make as _make  # noqa: F401
+from mbrl_bench.errors import ConfigError
+from mbrl_bench.parts import LOOPS, PART_KINDS, registry_for
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def data_dir(kind: str) -> Path:
+    """Folder of the recipes (``algorithms``) or suites (``suites``) shipped with the package."""
+    return Path(str(resources.files("mbrl_bench") / "data" / kind))
+
+
+def find_file(name_or_path: str, kind: str, extra_dirs: tuple[Path, ...] = ()) -> Path:
+    """Resolve a recipe or suite given by name (searched in ``extra_dirs``, then the packaged
+    folder) or by path to a ``.toml`` file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ConfigError(name_or_path, "", f"no such {kind[:-1]} file")
+        return p
+    for d in (*extra_dirs, data_dir(kind)):
+        candidate = d / f"{name_or_path}.toml"
+        if candidate.is_file():
+            return candidate
+    known = ", ".join(available(kind, extra_dirs))
+    raise ConfigError(name_or_path, "", f"unknown {kind[:-1]}; known: {known}")
+
+
+def available(kind: str, extra_dirs: tuple[Path, ...] = ()) -> list[str]:
+    """Names of the recipes or suites found in ``extra_dirs`` and the packaged folder."""
+    names: set[str] = set()
+    for d in (*extra_dirs, data_dir(kind)):
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.toml"))
+    return sorted(names)
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One environment of a suite."""
+
+    id: str
+    """gymnasium id, e.g. ``Hopper-v5``."""
+    budget: int
+    """Environment steps of training."""
+    eval_every: int
+    """Evaluate the deterministic policy every this many environment steps."""
+    name: str = ""
+    """Label of this entry in results (default: the id); distinguishes entries of one id."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of ``gymnasium.make``."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, on a separate evaluation environment."""
+    reporting_budgets: tuple[int, ...] = ()
+    """Budgets at which ``bench table`` reports returns (default: the budget)."""
+    threshold: float | None = None
+    """Return threshold for steps-to-threshold in the table."""
+    initial_random_steps: int | None = None
+    """Replaces the recipe loop's `initial_random_steps` for this task (applied at expansion)."""
+
+    def __post_init__(self) -> None:
+        check(self.id in gym.registry, "id", f"a registered gymnasium id; {self.id!r} is unknown")
+        check(self.budget > 0, "budget", "a positive number of environment steps")
+        check(0 < self.eval_every <= self.budget, "eval_every", "in 1..budget")
+        check(self.eval_episodes > 0, "eval_episodes", "a positive integer")
+        check(all(0 < b <= self.budget for b in self.reporting_budgets), "reporting_budgets",
+              "budgets in 1..budget")
+        check(list(self.reporting_budgets) == sorted(set(self.reporting_budgets)),
+              "reporting_budgets", "increasing budgets without repeats")
+        check(self.initial_random_steps is None or self.initial_random_steps >= 0,
+              "initial_random_steps", "a non-negative integer")
+        check(self.name == "" or bool(_NAME_RE.match(self.name)), "name",
+              "letters, digits, '.', '_' or '-'")
+
+    @property
+    def label(self) -> str:
+        """Name used in run ids and result folders."""
+        return self.name or self.id.replace("/", "_")
+
+    @property
+    def budgets(self) -> tuple[int, ...]:
+        return self.reporting_budgets or (self.budget,)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Environments, budgets, evaluation schedule, default algorithms and seeds."""
+
+    name: str
+    description: str
+    envs: tuple[EnvEntry, ...]
+    algorithms: tuple[str, ...] = ()
+    """Recipes run when ``--algos`` is not given."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds run when ``--seeds`` is not given."""
+
+    def __post_init__(self) -> None:
+        check(len(self.envs) > 0, "envs", "at least one [[envs]] entry")
+        labels = [e.label for e in self.envs]
+        check(len(labels) == len(set(labels)), "envs", "distinct names (set `name` to tell "
+              "entries of the same id apart)")
+        check(len(self.seeds) > 0 and min(self.seeds) >= 0, "seeds", "non-negative seeds")
+
+
+@dataclass(frozen=True)
+class _SuiteFile:
+    description: str
+    envs: tuple[EnvEntry, ...]
+    algorithms: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+def load_suite(name_or_path: str, extra_dirs: tuple[Path, ...] = ()) -> Suite:
+    """Load and validate a suite by name or path."""
+    path = find_file(name_or_path, "suites", extra_dirs)
+    raw = build(_SuiteFile, load_toml(path), str(path))
+    try:
+        return Suite(path.stem, raw.description, raw.envs, raw.algorithms, raw.seeds)
+    except ValueError as e:
+        key, _, msg = str(e).partition(": ")
+        raise ConfigError(str(path), key, msg) from e
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a resolved recipe: its kind (``loop``, ``optimizer``, …), name and config."""
+
+    kind: str
+    name: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe resolved for one environment: its parts with validated configs."""
+
+    name: str
+    description: str
+    parts: tuple[Part, ...]
+    source: str
+
+    def part(self, kind: str) -> Part | None:
+        for p in self.parts:
+            if p.kind == kind:
+                return p
+        return None
+
+    def config(self, kind: str) -> Any:
+        p = self.part(kind)
+        if p is None:
+            raise KeyError(f"recipe {self.name!r} has no {kind}")
+        return p.config
+
+    def with_config(self, kind: str, config: Any) -> Recipe:
+        """A copy with the config of part ``kind`` replaced (used for suite-level overrides)."""
+        parts = tuple(replace(p, config=config) if p.kind == kind else p for p in self.parts)
+        return replace(self, parts=parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parts": {p.kind: {"name": p.name, **to_dict(p.config)} for p in self.parts},
+        }
+
+
+_TOP_KEYS = {"description", "base", "overrides", *PART_KINDS}
+
+
+def _raw_recipe(
+    name_or_path: str, extra_dirs: tuple[Path, ...], seen: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Path]:
+    """The recipe's data with its ``base`` chain merged in (base first)."""
+    path = find_file(name_or_path, "algorithms", extra_dirs)
+    if str(path.resolve()) in seen:
+        raise ConfigError(str(path), "base", "recipes form a cycle of bases")
+    data = load_toml(path)
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(str(path), key,
+                              f"unknown key; expected one of: {', '.join(sorted(_TOP_KEYS))}")
+    base = data.pop("base", None)
+    if base is None:
+        return data, path
+    if not isinstance(base, str):
+        raise ConfigError(str(path), "base", f"expected a recipe name, got {base!r}")
+    base_dir = (path.parent, *extra_dirs)
+    base_data, _ = _raw_recipe(base, base_dir, (*seen, str(path.resolve())))
+    base_data.pop("description", None)
+    return deep_merge(base_data, data), path
+
+
+def _build_part(kind: str, table: Any, source: str) -> Part:
+    if not isinstance(table, Mapping):
+        raise ConfigError(source, kind, "expected a table with a `name` and settings")
+    settings = dict(table)
+    name = settings.pop("name", None)
+    reg = registry_for(kind)
+    if not isinstance(name, str):
+        raise ConfigError(source, f"{kind}.name",
+                          f"missing; expected one of: {', '.join(reg.names())}")
+    if name not in reg:
+        raise ConfigError(source, f"{kind}.name", f"unknown {reg.kind} {name!r}; expected one of: "
+                          f"{', '.join(reg.names()) or '(none registered yet)'}")
+    entry = reg.get(name)
+    return Part(kind, name, build(entry.config_cls, settings, source, prefix=f"{kind}."))
+
+
+def load_recipe(
+    name_or_path: str, env_id: str | None = None, extra_dirs: tuple[Path, ...] = ()
+) -> Recipe:
+    """Load a recipe, resolved for ``env_id`` (its per-environment overrides applied) if given.
+
+    Every override section is validated even when ``env_id`` is None, so a bad override fails at
+    load whichever environment is run.
+    """
+    data, path = _raw_recipe(name_or_path, extra_dirs)
+    source = str(path)
+    description = data.pop("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(source, "description", "expected a string")
+    overrides = data.pop("overrides", {})
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(source, "overrides", "expected a table of environment ids")
+    if "loop" not in data:
+        raise ConfigError(source, "loop", "missing; every recipe names its loop")
+    for oid, odata in overrides.items():
+        where = f"overrides.{oid}"
+        if oid not in gym.registry:
+            raise ConfigError(source, where, "not a registered gymnasium id")
+        if not isinstance(odata, Mapping) or any(k not in PART_KINDS for k in odata):
+            raise ConfigError(source, where, f"expected tables among: {', '.join(PART_KINDS)}")
+        merged = deep_merge(data, odata)
+        for kind in PART_KINDS:
+            if kind in merged:
+                try:
+                    _build_part(kind, merged[kind], source)
+                except ConfigError as e:
+                    raise ConfigError(source, f"{where}.{e.key}", e.detail) from e
+    if env_id is not None and env_id in overrides:
+        data = deep_merge(data, overrides[env_id])
+    parts = tuple(_build_part(kind, data[kind], source) for kind in PART_KINDS if kind in data)
+    recipe = Recipe(path.stem, description, parts, source)
+    LOOPS.get(parts[0].name).factory.check_recipe(recipe)
+    return recipe
+
+
+def recipe_hash(recipe: Recipe, entry: EnvEntry, seed: int) -> str:
+    """Hash identifying a run's resolved configuration (recipe, environment entry, seed)."""
+    return stable_hash({"recipe": recipe.to_dict(), "env": to_dict(entry), "seed": seed})

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny suites and recipes written into a temporary folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_SAC = """
+description = "SAC with small networks, for tests"
+base = "sac"
+[loop]
+initial_random_steps = 300
+log_every = 200
+[optimizer]
+hidden_sizes = [64, 64]
+batch_size = 128
+"""
+
+
+def tiny_suite(budget: int, eval_every: int, env_id: str = "mbrl_bench/PointMass-v0",
+               episodes: int = 5, extra: str = "") -> str:
+    return f"""
+description = "tiny test suite"
+algorithms = ["tiny-sac"]
+seeds = [0]
+[[envs]]
+id = "{env_id}"
+budget = {budget}
+eval_every = {eval_every}
+eval_episodes = {episodes}
+reporting_budgets = [{budget}]
+threshold = -15.0
+{extra}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _chdir_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run each test in its own folder (MuJoCo writes MUJOCO_LOG.TXT into the cwd)."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A folder with `algorithms/tiny-sac.toml` and `suites/`."""
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "algorithms" / "tiny-sac.toml").write_text(TINY_SAC)
+    return tmp_path

@@ -1,0 +1,142 @@
+"""Recipe and suite files: loading, merging, and the errors bad files give."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mbrl_bench.agents.sac import SACConfig
+from mbrl_bench.errors import ConfigError
+from mbrl_bench.spec import available, load_recipe, load_suite
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_recipes_and_suites_load() -> None:
+    for name in available("algorithms"):
+        load_recipe(name)
+    for name in available("suites"):
+        suite = load_suite(name)
+        for entry in suite.envs:
+            for algo in suite.algorithms:
+                load_recipe(algo, entry.id)
+
+
+def test_sac_recipe_has_paper_settings() -> None:
+    cfg = load_recipe("sac").config("optimizer")
+    assert cfg == SACConfig(hidden_sizes=(256, 256), actor_lr=3e-4, critic_lr=3e-4,
+                            batch_size=256, gamma=0.99, tau=0.005)
+    assert load_recipe("sac").config("loop").initial_random_steps == 5000
+
+
+def test_base_and_overrides_merge(tmp_path: Path) -> None:
+    p = write(tmp_path, "fast.toml", """
+description = "fast"
+base = "sac"
+[optimizer]
+updates_per_step = 4
+[overrides."Hopper-v5".optimizer]
+target_entropy = -1.0
+""")
+    plain = load_recipe(str(p))
+    hopper = load_recipe(str(p), "Hopper-v5")
+    assert plain.config("optimizer").updates_per_step == 4
+    assert plain.config("optimizer").hidden_sizes == (256, 256)  # from the base
+    assert plain.config("optimizer").target_entropy is None
+    assert hopper.config("optimizer").target_entropy == -1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ('base = "sac"\n[optimizer]\nlearning_rate = 1e-3', "optimizer.learning_rate",
+         "unknown key"),
+        ('base = "sac"\n[optimizer]\nbatch_size = "big"', "optimizer.batch_size", "an integer"),
+        ('base = "sac"\n[optimizer]\nbatch_size = 2.5', "optimizer.batch_size", "an integer"),
+        ('base = "sac"\n[optimizer]\ngamma = 1.5', "optimizer.gamma", "(0, 1]"),
+        ('base = "sac"\n[optimizer]\nname = "ppo"', "optimizer.name", "unknown policy optimizer"),
+        ('base = "sac"\n[optimizer]\nhidden_sizes = [256, -1]', "optimizer.hidden_sizes",
+         "positive"),
+        ('base = "sac"\n[loop]\ninitial_random_steps = -5', "loop.initial_random_steps",
+         "non-negative"),
+        ('base = "sac"\nbudget = 5', "budget", "unknown key"),
+        ('base = "no-such-recipe"', "", "unknown algorithm"),
+        ('[optimizer]\nname = "sac"', "loop", "missing"),
+        ('base = "sac"\n[model]\nname = "x"', "model.name", "unknown dynamics model"),
+        ('base = "sac"\n[overrides."Hoper-v5".optimizer]\ngamma = 0.9', "overrides.Hoper-v5",
+         "not a registered gymnasium id"),
+        ('base = "sac"\n[overrides."Hopper-v5".optimizer]\ntau = 0', "overrides.Hopper-v5"
+         ".optimizer.tau", "(0, 1]"),
+        ('base = "sac"\n[optimizer\n', "", "not valid TOML"),
+    ],
+)
+def test_bad_recipe_errors_name_file_key_and_expectation(
+    tmp_path: Path, text: str, key: str, fragment: str
+) -> None:
+    p = write(tmp_path, "bad.toml", f'description = "bad"\n{text}\n')
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(p))
+    assert e.value.key == key
+    assert fragment in str(e.value)
+    if key:
+        assert str(p) in str(e.value)
+
+
+def test_recipe_base_cycle_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, "a.toml", 'base = "b"\n')
+    write(tmp_path, "b.toml", 'base = "a"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        load_recipe("a", extra_dirs=(tmp_path,))
+
+
+SUITE_OK = """
+description = "ok"
+algorithms = ["sac"]
+[[envs]]
+id = "Pendulum-v1"
+budget = 1000
+eval_every = 500
+"""
+
+
+def test_suite_loads_with_defaults(tmp_path: Path) -> None:
+    s = load_suite(str(write(tmp_path, "s.toml", SUITE_OK)))
+    assert s.name == "s" and s.seeds == (0, 1, 2) and s.envs[0].eval_episodes == 10
+    assert s.envs[0].budgets == (1000,)
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "fragment"),
+    [
+        (("budget = 1000", "budget = -1"), "envs[0].budget", "positive"),
+        (('id = "Pendulum-v1"', 'id = "Pendulumm-v1"'), "envs[0].id", "registered gymnasium id"),
+        (("eval_every = 500", "eval_every = 5000"), "envs[0].eval_every", "1..budget"),
+        (("eval_every = 500", "eval_every = 500\nreporting_budgets = [800, 400]"),
+         "envs[0].reporting_budgets", "increasing"),
+        (("eval_every = 500", "eval_every = 500\nthreshhold = 3"), "envs[0].threshhold",
+         "unknown key"),
+        (('algorithms = ["sac"]', 'algorithms = "sac"'), "algorithms", "a list of a string"),
+        (('algorithms = ["sac"]', 'algorithms = ["sac"]\nseeds = [-1]'), "seeds",
+         "non-negative"),
+    ],
+)
+def test_bad_suite_errors(tmp_path: Path, change: tuple[str, str], key: str, fragment: str
+                          ) -> None:
+    p = write(tmp_path, "s.toml", SUITE_OK.replace(*change))
+    with pytest.raises(ConfigError) as e:
+        load_suite(str(p))
+    assert e.value.key == key, str(e.value)
+    assert fragment in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_duplicate_env_names_need_a_name(tmp_path: Path) -> None:
+    text = SUITE_OK + '[[envs]]\nid = "Pendulum-v1"\nbudget = 10\neval_every = 5\n'
+    with pytest.raises(ConfigError, match="distinct names"):
+        load_suite(str(write(tmp_path, "s.toml", text)))
+    load_suite(str(write(tmp_path, "s2.toml", text + 'name = "pendulum-short"\n')))
