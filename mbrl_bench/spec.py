@@ -220,10 +220,9 @@ class Recipe:
 _TOP_KEYS = {"description", "base", "overrides", *PART_KINDS}
 
 
-def _raw_recipe(
-    name_or_path: str, extra_dirs: tuple[Path, ...], seen: tuple[str, ...] = ()
+def _read_recipe_file(
+    name_or_path: str, extra_dirs: tuple[Path, ...], seen: tuple[str, ...]
 ) -> tuple[dict[str, Any], Path]:
-    """The recipe's data with its ``base`` chain merged in (base first)."""
     path = find_file(name_or_path, "algorithms", extra_dirs)
     if str(path.resolve()) in seen:
         raise ConfigError(str(path), "base", "recipes form a cycle of bases")
@@ -232,15 +231,45 @@ def _raw_recipe(
         if key not in _TOP_KEYS:
             raise ConfigError(str(path), key,
                               f"unknown key; expected one of: {', '.join(sorted(_TOP_KEYS))}")
-    base = data.pop("base", None)
-    if base is None:
-        return data, path
-    if not isinstance(base, str):
-        raise ConfigError(str(path), "base", f"expected a recipe name, got {base!r}")
-    base_dir = (path.parent, *extra_dirs)
-    base_data, _ = _raw_recipe(base, base_dir, (*seen, str(path.resolve())))
-    base_data.pop("description", None)
-    return deep_merge(base_data, data), path
+    overrides = data.get("overrides", {})
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(str(path), "overrides", "expected a table of environment ids")
+    for oid, odata in overrides.items():
+        where = f"overrides.{oid}"
+        if oid not in gym.registry:
+            raise ConfigError(str(path), where, "not a registered gymnasium id")
+        if not isinstance(odata, Mapping) or any(k not in PART_KINDS for k in odata):
+            raise ConfigError(str(path), where,
+                              f"expected tables among: {', '.join(PART_KINDS)}")
+    if "base" in data and not isinstance(data["base"], str):
+        raise ConfigError(str(path), "base", f"expected a recipe name, got {data['base']!r}")
+    return data, path
+
+
+def _resolve(
+    name_or_path: str, env_id: str | None, extra_dirs: tuple[Path, ...],
+    seen: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], Path, set[str]]:
+    """The recipe's part tables for ``env_id``, and every env id that any level overrides.
+
+    Each level is resolved for the environment before the next merges over it: base (with its
+    overrides for ``env_id``), then this file's top-level tables, then this file's overrides
+    for ``env_id``. So an ablation's settings beat its base's per-task values, and its own
+    per-task values beat both.
+    """
+    raw, path = _read_recipe_file(name_or_path, extra_dirs, seen)
+    overrides: Mapping[str, Any] = raw.get("overrides", {})
+    own = {k: v for k, v in raw.items() if k not in ("base", "overrides", "description")}
+    ids = set(overrides)
+    data: dict[str, Any] = {}
+    if "base" in raw:
+        data, _, base_ids = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
+                                     (*seen, str(path.resolve())))
+        ids |= base_ids
+    data = deep_merge(data, own)
+    if env_id is not None and env_id in overrides:
+        data = deep_merge(data, overrides[env_id])
+    return data, path, ids
 
 
 def _build_part(kind: str, table: Any, source: str) -> Part:
@@ -262,40 +291,33 @@ def _build_part(kind: str, table: Any, source: str) -> Part:
 def load_recipe(
     name_or_path: str, env_id: str | None = None, extra_dirs: tuple[Path, ...] = ()
 ) -> Recipe:
-    """Load a recipe, resolved for ``env_id`` (its per-environment overrides applied) if given.
+    """Load a recipe, resolved for ``env_id`` (per-environment overrides applied) if given.
 
-    Every override section is validated even when ``env_id`` is None, so a bad override fails at
-    load whichever environment is run.
+    The recipe is also resolved for every environment any level overrides, so a bad override
+    fails at load whichever environment is run.
     """
-    data, path = _raw_recipe(name_or_path, extra_dirs)
-    source = str(path)
-    description = data.pop("description", "")
+    path = find_file(name_or_path, "algorithms", extra_dirs)
+    raw = load_toml(path)
+    description = raw.get("description", "")
     if not isinstance(description, str):
-        raise ConfigError(source, "description", "expected a string")
-    overrides = data.pop("overrides", {})
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(source, "overrides", "expected a table of environment ids")
+        raise ConfigError(str(path), "description", "expected a string")
+    data, path, ids = _resolve(name_or_path, env_id, extra_dirs)
+    for oid in sorted(ids - {env_id}):
+        try:
+            _parts(_resolve(name_or_path, oid, extra_dirs)[0], str(path))
+        except ConfigError as e:
+            if e.source != str(path) or e.key.startswith("overrides."):
+                raise
+            raise ConfigError(e.source, f"overrides.{oid}.{e.key}", e.detail) from e
+    recipe = Recipe(path.stem, description, _parts(data, str(path)), str(path))
+    LOOPS.get(recipe.parts[0].name).factory.check_recipe(recipe)
+    return recipe
+
+
+def _parts(data: dict[str, Any], source: str) -> tuple[Part, ...]:
     if "loop" not in data:
         raise ConfigError(source, "loop", "missing; every recipe names its loop")
-    for oid, odata in overrides.items():
-        where = f"overrides.{oid}"
-        if oid not in gym.registry:
-            raise ConfigError(source, where, "not a registered gymnasium id")
-        if not isinstance(odata, Mapping) or any(k not in PART_KINDS for k in odata):
-            raise ConfigError(source, where, f"expected tables among: {', '.join(PART_KINDS)}")
-        merged = deep_merge(data, odata)
-        for kind in PART_KINDS:
-            if kind in merged:
-                try:
-                    _build_part(kind, merged[kind], source)
-                except ConfigError as e:
-                    raise ConfigError(source, f"{where}.{e.key}", e.detail) from e
-    if env_id is not None and env_id in overrides:
-        data = deep_merge(data, overrides[env_id])
-    parts = tuple(_build_part(kind, data[kind], source) for kind in PART_KINDS if kind in data)
-    recipe = Recipe(path.stem, description, parts, source)
-    LOOPS.get(parts[0].name).factory.check_recipe(recipe)
-    return recipe
+    return tuple(_build_part(kind, data[kind], source) for kind in PART_KINDS if kind in data)
 
 
 def recipe_hash(recipe: Recipe, entry: EnvEntry, seed: int) -> str:

@@ -140,3 +140,26 @@ def test_duplicate_env_names_need_a_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="distinct names"):
         load_suite(str(write(tmp_path, "s.toml", text)))
     load_suite(str(write(tmp_path, "s2.toml", text + 'name = "pendulum-short"\n')))
+
+
+def test_an_ablation_beats_its_bases_per_task_values(tmp_path: Path) -> None:
+    """Base per-task < child top-level < child per-task (each level resolved for the env)."""
+    write(tmp_path, "parent.toml", """
+base = "sac"
+[overrides."Hopper-v5".optimizer]
+updates_per_step = 20
+target_entropy = -1.0
+""")
+    write(tmp_path, "child.toml", """
+base = "parent"
+[optimizer]
+updates_per_step = 1
+[overrides."Walker2d-v5".optimizer]
+updates_per_step = 7
+""")
+    hopper = load_recipe("child", "Hopper-v5", extra_dirs=(tmp_path,)).config("optimizer")
+    walker = load_recipe("child", "Walker2d-v5", extra_dirs=(tmp_path,)).config("optimizer")
+    assert (hopper.updates_per_step, hopper.target_entropy) == (1, -1.0)
+    assert (walker.updates_per_step, walker.target_entropy) == (7, None)
+    assert load_recipe("parent", "Hopper-v5", extra_dirs=(tmp_path,)).config(
+        "optimizer").updates_per_step == 20

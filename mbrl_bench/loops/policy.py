@@ -169,8 +169,10 @@ def run_policy_loop(
             _log(c, st, store, now - t_interval, now - t0, progress)
             t_interval = now
         if st.step % entry.eval_every == 0 or st.step == entry.budget:
-            st.elapsed = time.perf_counter() - t0
+            t_eval = time.perf_counter()
+            st.elapsed = t_eval - t0
             _evaluate_and_checkpoint(c, st, store, real)
+            t_interval += time.perf_counter() - t_eval  # steps/s counts training time only
 
 
 def _update(c: Components, st: _State, real: ReplayBuffer) -> None:
