@@ -129,7 +129,7 @@ def summarise(results: list[dict[str, Any]], suite: str, to: Path, note: str) ->
                         if e.threshold is not None and x["return_mean"] >= e.threshold), "")
             w.writerow([r["lib"], r["env"], r["seed"], r["evals"][-1]["env_step"],
                         f"{final:.1f}", hit, f"{r['s_per_1k']:.2f}"])
-    lines = [f"| env | library | seeds | final return (mean ± std) | steps to threshold "
+    lines = ["| env | library | seeds | final return (mean ± std) | steps to threshold "
              "(per seed) | train s / 1k steps | steps/s |", "|---|---|--:|--:|--:|--:|--:|"]
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in results:
