@@ -109,7 +109,8 @@ class TwinCritic(nn.Module):
             w, b = (lin.weight.detach(), lin.bias.detach()) if detach_weights else (
                 lin.weight, lin.bias)
             x = torch.baddbmm(b, x, w).relu_()  # in place: baddbmm's backward needs no output
-        w_out, b_out = self.out_weight, self.out_bias
+        w_out: torch.Tensor = self.out_weight
+        b_out: torch.Tensor = self.out_bias
         if detach_weights:
             w_out, b_out = w_out.detach(), b_out.detach()
         return (x * w_out).sum(-1) + b_out
