@@ -63,7 +63,7 @@ def run(
                                           "cluster; --out must be on a shared filesystem).")
                         ] = "local",
     threads: Annotated[int | None, typer.Option(
-        help="Torch threads per run (default: cores / workers).")] = None,
+        help="Torch threads per run (default: $OMP_NUM_THREADS, else cores / workers).")] = None,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
@@ -168,6 +168,42 @@ def plot(
         return
     path = plot_curves(evals, out or results_dir / "curves.png")
     typer.echo(f"written: {path}")
+
+
+DIAGNOSTICS = ["eps_m", "eps_pi", "bound_branched", "k", "model_holdout_mse",
+               "compounding_mse_h1", "compounding_mse_h5", "model_fit_s"]
+
+
+@app.command()
+def diagnostics(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for the PNGs (default RESULTS_DIR).")
+                   ] = None,
+) -> None:
+    """Model-trust diagnostics of model-based runs over env steps, one PNG per suite/env/algo:
+    model error ε_m, policy shift ε_π, MBPO's branched bound, k, holdout error, compounding
+    error, model fit time."""
+    from mbrl_bench.reporting.plots import plot_metrics
+    from mbrl_bench.reporting.table import load_metrics, load_runs
+
+    try:
+        runs, _ = load_runs(results_dir)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    metrics = load_metrics(runs)
+    if "eps_m" not in metrics.columns:
+        _fail(f"no model-based diagnostics in the runs under {results_dir}")
+        return
+    written = []
+    for (suite, env, algo), group in metrics.groupby(["suite", "env", "algo"]):
+        if group["eps_m"].notna().any():
+            cols = [c for c in DIAGNOSTICS if c in group.columns]
+            name = f"diagnostics_{suite}_{env}_{algo}.png".replace("/", "_")
+            written.append(plot_metrics(group, cols, (out or results_dir) / name,
+                                        f"{algo} on {env} ({suite})"))
+    for path in written:
+        typer.echo(f"written: {path}")
 
 
 def main() -> None:  # pragma: no cover

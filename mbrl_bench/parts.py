@@ -30,6 +30,8 @@ class LoopDef:
     space: SpaceKind
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
+    together: tuple[tuple[str, ...], ...] = ()
+    """Groups of optional parts that come all or none (e.g. a model and its rollout scheme)."""
 
     def check_recipe(self, recipe: Recipe) -> None:
         kinds = {p.kind for p in recipe.parts}
@@ -39,6 +41,12 @@ class LoopDef:
                 raise ConfigError(recipe.source, kind, f"missing; the {loop!r} loop needs a {kind}")
         for kind in kinds - {"loop", *self.required, *self.optional}:
             raise ConfigError(recipe.source, kind, f"the {loop!r} loop takes no {kind}")
+        for group in self.together:
+            present = [k for k in group if k in kinds]
+            if present and len(present) != len(group):
+                missing = [k for k in group if k not in kinds]
+                raise ConfigError(recipe.source, missing[0],
+                                  f"missing; a {present[0]} needs a {' and a '.join(missing)}")
 
 
 OptimizerFactory = Callable[..., Any]
@@ -60,7 +68,11 @@ def registry_for(kind: str) -> Registry[Any]:
 
 
 def _register_all() -> None:
+    from dataclasses import replace
+
     from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
+    from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+    from mbrl_bench.rollouts import BranchedModelData, BranchedRolloutConfig
 
     OPTIMIZERS.add(
         "sac", "Soft actor-critic: twin Q, target nets, automatic entropy, update-to-data ratio",
@@ -70,7 +82,24 @@ def _register_all() -> None:
         "policy",
         "Policy loop: collect, (fit model, roll out), update the policy, evaluate",
         PolicyLoopConfig,
-        LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout")),
+        LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
+                together=(("model", "rollout"),)),
+    )
+    MODELS.add(
+        "pe", "Probabilistic ensemble: Gaussian heads on Δstate and reward, elites, early stopping",
+        ProbabilisticEnsembleConfig,
+        lambda obs_dim, act_dim, cfg, generator: ProbabilisticEnsemble(
+            obs_dim, act_dim, cfg, generator=generator),
+    )
+    MODELS.add(
+        "deterministic", "Deterministic MLP ensemble (MSE), same interface as pe",
+        ProbabilisticEnsembleConfig,
+        lambda obs_dim, act_dim, cfg, generator: ProbabilisticEnsemble(
+            obs_dim, act_dim, replace(cfg, deterministic=True), generator=generator),
+    )
+    ROLLOUTS.add(
+        "branched", "MBPO's branched k-step rollouts from real states, k on a schedule",
+        BranchedRolloutConfig, BranchedModelData,
     )
 
 

@@ -302,6 +302,7 @@ def load_recipe(
     if not isinstance(description, str):
         raise ConfigError(str(path), "description", "expected a string")
     data, path, ids = _resolve(name_or_path, env_id, extra_dirs)
+    parts = _parts(data, str(path))
     for oid in sorted(ids - {env_id}):
         try:
             _parts(_resolve(name_or_path, oid, extra_dirs)[0], str(path))
@@ -309,7 +310,7 @@ def load_recipe(
             if e.source != str(path) or e.key.startswith("overrides."):
                 raise
             raise ConfigError(e.source, f"overrides.{oid}.{e.key}", e.detail) from e
-    recipe = Recipe(path.stem, description, _parts(data, str(path)), str(path))
+    recipe = Recipe(path.stem, description, parts, str(path))
     LOOPS.get(recipe.parts[0].name).factory.check_recipe(recipe)
     return recipe
 

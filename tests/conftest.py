@@ -51,4 +51,30 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "algorithms").mkdir()
     (tmp_path / "suites").mkdir()
     (tmp_path / "algorithms" / "tiny-sac.toml").write_text(TINY_SAC)
+    (tmp_path / "algorithms" / "tiny-mbpo.toml").write_text(TINY_MBPO)
     return tmp_path
+
+TINY_MBPO = """
+description = "MBPO at a tiny scale, for tests"
+base = "mbpo"
+[loop]
+initial_random_steps = 200
+log_every = 100
+[optimizer]
+hidden_sizes = [64, 64]
+batch_size = 128
+updates_per_step = 10
+[model]
+ensemble_size = 5
+num_elites = 3
+hidden_size = 64
+num_layers = 2
+weight_decays = [2.5e-5, 5e-5, 1e-4]
+batch_size = 32
+max_epochs = 40
+[rollout]
+model_train_freq = 200
+rollout_batch_size = 2000
+epoch_length = 200
+k_schedule = [0, 1, 1, 1]
+"""

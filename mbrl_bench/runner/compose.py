@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from mbrl_bench.envs.make import check_spaces, make_env
-from mbrl_bench.parts import LOOPS, OPTIMIZERS, LoopDef
+from mbrl_bench.envs.termination import termination_fn_for
+from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, ROLLOUTS, LoopDef
 from mbrl_bench.runner.spec import RunSpec
 
 
@@ -49,10 +50,18 @@ def compose(spec: RunSpec) -> Components:
     torch.manual_seed(torch_seed)  # parameter initialisation uses torch's default generator
     c = Components(spec, loop, loop_part.config, env, eval_env, env_seed, torch_gen,
                    np.random.default_rng(np_seed))
+    space: Any = env.action_space
+    obs_dim = int(np.prod(env.observation_space.shape or (1,)))
+    act_dim = int(np.prod(space.shape or (1,)))
     opt = recipe.part("optimizer")
     if opt is not None:
-        space: Any = env.action_space
-        obs_dim = int(np.prod(env.observation_space.shape or (1,)))
         c.optimizer = OPTIMIZERS.get(opt.name).factory(
-            obs_dim, int(space.shape[0]), space.low, space.high, opt.config, torch_gen)
+            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen)
+    model, rollout = recipe.part("model"), recipe.part("rollout")
+    if model is not None and rollout is not None:
+        net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        c.model_phase = ROLLOUTS.get(rollout.name).factory(
+            net, termination_fn_for(env), rollout.config, obs_dim, act_dim,
+            start_step=loop_part.config.initial_random_steps, gamma=opt.config.gamma if opt
+            else 0.99, actor=c.optimizer.actor, generator=torch_gen)
     return c
