@@ -17,14 +17,15 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "2 complete" in res.output
+    assert "4 complete" in res.output
     res = runner.invoke(app, ["table", str(out)])
     assert res.exit_code == 0, res.output
     with (out / "table.csv").open() as f:
         table = list(csv.DictReader(f))
     got = {(r["env"], r["algo"], int(r["budget"])) for r in table}
-    assert got == {("mbrl_bench_PointMass-v0", "sac", 300), ("mbrl_bench_PointMass-v0", "sac", 600),
-                   ("Pendulum-v1", "sac", 200), ("Pendulum-v1", "sac", 400)}
+    assert got == {(env, algo, b) for algo in ("sac", "mbpo") for env, b in (
+        ("mbrl_bench_PointMass-v0", 150), ("mbrl_bench_PointMass-v0", 300),
+        ("Pendulum-v1", 150), ("Pendulum-v1", 300))}
     assert all(int(r["n_seeds"]) == 1 for r in table)
     assert "| smoke | Pendulum-v1 | sac |" in (out / "table.md").read_text()
     res = runner.invoke(app, ["plot", str(out)])
@@ -32,13 +33,13 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     assert (out / "curves.png").stat().st_size > 1000
     # running the same command again skips everything
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
-    assert "2 skipped" in res.output
+    assert "4 skipped" in res.output
 
 
 def test_run_options_select_envs_seeds_and_steps(tmp_path: Path) -> None:
     out = tmp_path / "r"
     res = runner.invoke(app, ["run", "--suite", "smoke", "--env", "Pendulum*", "--seeds", "3,5",
-                              "--steps", "200", "--algos", "sac", "--out", str(out)])
+                              "--steps", "100", "--algos", "sac", "--out", str(out)])
     assert res.exit_code == 0, res.output
     dirs = sorted(p.name for p in (out / "smoke" / "Pendulum-v1" / "sac").iterdir())
     assert dirs == ["seed_3", "seed_5"]
@@ -70,3 +71,27 @@ def test_list_and_help() -> None:
     for cmd in ("run", "list", "table", "plot"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_diagnostics_plots_model_based_runs(tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "res" / "s" / "Hopper-v5" / "mbpo" / "seed_0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({
+        "run_id": "s/Hopper-v5/mbpo/seed_0", "suite": "s", "env": "Hopper-v5",
+        "env_id": "Hopper-v5", "algo": "mbpo", "seed": 0, "status": "complete",
+        "budget": 2000, "reporting_budgets": [2000], "threshold": None, "error": None,
+        "code_version": "test"}))
+    (run / "evals.csv").write_text("env_step,episodes,return_mean,return_std,return_min,"
+                                   "return_max,wall_clock_s\n1000,3,10,0,10,10,1\n"
+                                   "2000,6,20,0,20,20,2\n")
+    (run / "metrics.csv").write_text("env_step,eps_m,eps_pi,bound_branched,k\n"
+                                     "1000,0.5,0.1,300,1\n2000,0.4,0.2,350,2\n")
+    res = runner.invoke(app, ["diagnostics", str(tmp_path / "res")])
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "res" / "diagnostics_s_Hopper-v5_mbpo.png"
+    assert png.stat().st_size > 1000
+    (run / "metrics.csv").write_text("env_step,critic_loss\n1000,1.0\n")
+    res = runner.invoke(app, ["diagnostics", str(tmp_path / "res")])
+    assert res.exit_code != 0 and "no model-based diagnostics" in res.output
