@@ -198,3 +198,19 @@ def test_mbpo_beats_sac_at_the_same_small_budget(files: Path) -> None:
     for key in ("k", "model_buffer", "eps_m", "eps_pi", "bound_full", "bound_branched",
                 "compounding_mse_h1", "model_holdout_mse"):
         assert math.isfinite(float(last[key])), key
+
+
+def test_a_run_held_by_another_process_is_skipped_not_corrupted(files: Path) -> None:
+    import fcntl
+
+    from mbrl_bench.runner.execute import execute_run
+
+    [spec] = specs_for(files, tiny_suite(400, 200))
+    d = spec.run_dir(files / "out")
+    d.mkdir(parents=True)
+    with (d / ".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running `bench run` holds
+        outcome = execute_run(spec, files / "out", progress=lambda s: None)
+    assert outcome.status == "busy"
+    assert not (d / "evals.csv").exists() and not (d / "run.json").exists()
+    assert execute_run(spec, files / "out", progress=lambda s: None).status == "complete"

@@ -7,6 +7,7 @@ checkpoint, and records failures (with their error) without stopping the suite.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import multiprocessing
 import os
@@ -23,7 +24,14 @@ from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.errors import ConfigError
 from mbrl_bench.parts import LOOPS
 from mbrl_bench.runner.spec import RunSpec
-from mbrl_bench.runner.store import CHECKPOINT_FILE, RunStore, code_version, now, versions
+from mbrl_bench.runner.store import (
+    CHECKPOINT_FILE,
+    LOCK_FILE,
+    RunStore,
+    code_version,
+    now,
+    versions,
+)
 from mbrl_bench.spec import EnvEntry, Suite, load_recipe
 
 Executor = Literal["local", "ray"]
@@ -33,7 +41,7 @@ MODEL_KINDS = ("model", "rollout", "planner")
 @dataclass(frozen=True)
 class Outcome:
     run_id: str
-    status: str  # complete | skipped | failed | interrupted
+    status: str  # complete | skipped | failed | interrupted | busy (held by another process)
     error: str | None = None
 
 
@@ -107,9 +115,20 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
 
 def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print) -> Outcome:
     """Run (or resume, or skip) one run, recording its status and any error in ``run.json``."""
+    store = RunStore(spec.run_dir(out))
+    store.dir.mkdir(parents=True, exist_ok=True)
+    with (store.dir / LOCK_FILE).open("a") as lock:
+        try:  # one process per run: another `bench run` on the same folder skips it
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"{spec.run_id}: running in another process; skipped here")
+            return Outcome(spec.run_id, "busy")
+        return _execute_locked(spec, store, progress)
+
+
+def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None]) -> Outcome:
     from mbrl_bench.runner.compose import compose
 
-    store = RunStore(spec.run_dir(out))
     meta = store.read_meta()
     if meta is not None and meta.get("status") == "complete":
         return Outcome(spec.run_id, "skipped")

@@ -24,8 +24,8 @@ import mbrl_bench
 
 EVAL_COLUMNS = ("env_step", "episodes", "return_mean", "return_std", "return_min", "return_max",
                 "wall_clock_s")
-RUN_FILE, EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE = (
-    "run.json", "evals.csv", "metrics.csv", "checkpoint.pt")
+RUN_FILE, EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = (
+    "run.json", "evals.csv", "metrics.csv", "checkpoint.pt", ".lock")
 
 
 def now() -> str:
