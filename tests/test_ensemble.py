@@ -68,7 +68,8 @@ def test_fit_recovers_mean_and_heteroscedastic_std(fitted):
     assert pred_std[-1] > 2.5 * pred_std[0]
     # reward is exactly 0: predicted near 0 with a small std
     assert mean[e, :, 1].abs().max() < 0.02 and var[e, :, 1].sqrt().max() < 0.02
-    assert set(metrics) == {"epochs", "train_loss", "holdout_mse", "holdout_nll", "seconds"}
+    assert set(metrics) == {"epochs", "steps", "train_loss", "holdout_mse", "holdout_nll",
+                            "seconds"}
     # holdout MSE averages Δobs (noise variance ~0.04 on average) and reward (0) columns
     assert 0.01 < metrics["holdout_mse"] < 0.03
 
@@ -288,3 +289,17 @@ def test_config_defaults_are_official_mbpo_and_buildable():
         (7, 200, 200),
         (7, 200, 8),
     ]
+
+
+def test_max_steps_caps_gradient_steps_whatever_the_data_size() -> None:
+    from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+
+    cfg = ProbabilisticEnsembleConfig(ensemble_size=2, num_elites=1, hidden_size=8, num_layers=1,
+                                      weight_decays=(0.0, 0.0), batch_size=16, max_steps=7,
+                                      patience=1000)
+    g = torch.Generator().manual_seed(0)
+    for n in (100, 1000):
+        model = ProbabilisticEnsemble(2, 1, cfg, generator=g)
+        x = torch.randn(n, 2, generator=g)
+        out = model.fit(x, torch.randn(n, 1, generator=g), x + 0.1, torch.zeros(n), g)
+        assert out["steps"] == 7

@@ -170,7 +170,11 @@ class ProbabilisticEnsembleConfig:
     max_epochs: int | None = None
     """Cap on epochs per :meth:`ProbabilisticEnsemble.fit`; None = no cap."""
     max_train_seconds: float | None = None
-    """Wall-clock cap per fit, checked after each epoch; None = no cap."""
+    """Wall-clock cap per fit, checked after each epoch; None = no cap (a time cap makes runs
+    depend on the machine: prefer ``max_steps``)."""
+    max_steps: int | None = None
+    """Cap on gradient steps per fit (the epoch in progress stops there); None = no cap. Unlike
+    an epoch cap it bounds a fit's cost whatever the amount of data."""
     learn_logvar_bounds: bool = True
     """Learn ``max_logvar`` / ``min_logvar`` (else they stay at 0.5 / -10)."""
     logvar_bound_weight: float = 0.01
@@ -211,6 +215,11 @@ class ProbabilisticEnsembleConfig:
         check(
             self.max_epochs is None or self.max_epochs >= 1,
             "max_epochs",
+            "expected an integer >= 1 or no value",
+        )
+        check(
+            self.max_steps is None or self.max_steps >= 1,
+            "max_steps",
             "expected an integer >= 1 or no value",
         )
         check(
@@ -422,7 +431,7 @@ class ProbabilisticEnsemble(nn.Module):
         member_params = [p for layer in self.linear_layers() for p in (layer.weight, layer.bias)]
         snapshots = [p.detach().clone() for p in member_params]
         best = torch.full((E,), float("inf"), device=self.device)
-        epochs = epochs_since_improvement = 0
+        epochs = epochs_since_improvement = steps = 0
         train_loss = float("nan")
         while True:
             # one independent permutation of the training rows per member
@@ -439,6 +448,9 @@ class ProbabilisticEnsemble(nn.Module):
                 self.optimizer.step()
                 total += loss.detach()
                 num_batches += 1
+                steps += 1
+                if cfg.max_steps is not None and steps >= cfg.max_steps:
+                    break
             epochs += 1
             train_loss = float(total) / num_batches
             if not math.isfinite(train_loss):
@@ -458,6 +470,7 @@ class ProbabilisticEnsemble(nn.Module):
             if (
                 epochs_since_improvement >= cfg.patience
                 or (cfg.max_epochs is not None and epochs >= cfg.max_epochs)
+                or (cfg.max_steps is not None and steps >= cfg.max_steps)
                 or (
                     cfg.max_train_seconds is not None
                     and time.perf_counter() - start >= cfg.max_train_seconds
@@ -474,6 +487,7 @@ class ProbabilisticEnsemble(nn.Module):
         self.member_holdout_mse.copy_(mse)
         return {
             "epochs": float(epochs),
+            "steps": float(steps),
             "train_loss": train_loss,
             "holdout_mse": float(mse[elites].mean()),
             "holdout_nll": float(nll[elites].mean()),
