@@ -151,7 +151,8 @@ class SquashedGaussianActor(nn.Module):
     def sample(
         self, obs: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample: action ``B x A`` and its log-probability ``B``."""
+        """Reparameterised sample: action ``B x A`` in the env's bounds and the log-probability
+        ``B`` of its normalised form in ``[-1, 1]^A``."""
         mean, log_std = self.dist_params(obs)
         std = log_std.exp()
         eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
@@ -160,7 +161,9 @@ class SquashedGaussianActor(nn.Module):
         # log N(u; mean, std) - sum log|d tanh(u)/du|, the latter in a numerically stable form
         logp = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         logp = logp - (2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))).sum(-1)
-        logp = logp - torch.log(self.scale).sum()
+        # log-density of the action normalised to [-1, 1]^A (no Jacobian of the rescaling), as
+        # in softlearning (MBPO's official code) and Stable-Baselines3: target entropies are in
+        # those units whatever the env's bounds
         return a * self.scale + self.offset, logp
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
