@@ -132,8 +132,9 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """The filled part of the buffer, for checkpoints."""
-        return {"data": self.data[: self.size].clone(), "pos": self.pos, "size": self.size,
-                "capacity": self.capacity}
+        # a slice would save its whole storage; a full buffer is saved as it is (no copy)
+        data = self.data if self.size == self.capacity else self.data[: self.size].clone()
+        return {"data": data, "pos": self.pos, "size": self.size, "capacity": self.capacity}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["capacity"] != self.capacity or state["data"].shape[1] != self.data.shape[1]:

@@ -5,14 +5,17 @@ model ``η̂`` minus a penalty (Theorem 4.1)::
 
     C(ε_m, ε_π) = 2 γ r_max (ε_m + 2 ε_π) / (1 - γ)^2 + 4 r_max ε_π / (1 - γ)
 
-and, for k-step branched rollouts (Theorem 4.3), by the branched return minus::
+and, for k-step branched rollouts, by the branched return minus (the form of the paper's
+Theorem 4.2, with the model error ε_m measured under the data-collecting policy; DESIGN.md §5)::
 
     2 r_max [ γ^(k+1) ε_π / (1 - γ)^2 + (γ^k + 2) ε_π / (1 - γ) + k (ε_m + 2 ε_π) / (1 - γ) ]
 
 ε_π is the policy shift (a total-variation distance between the policy that collected the data
 and the current one), ε_m the model error. In practice (DESIGN.md §5) ε_m is estimated by the
 model's error on the newest real data (before it is trained on it) and ε_π from the KL between
-the two policies through Pinsker's inequality, TV ≤ sqrt(KL / 2).
+the two policies through Pinsker's inequality, TV ≤ sqrt(KL / 2). The theorems take ε_π as a
+maximum over states; the logs carry the mean over the newest real states (``eps_pi``, used in
+the bounds: a typical-case reading) and the maximum (``eps_pi_max``).
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ def mbpo_bound(eps_m: float, eps_pi: float, gamma: float, r_max: float) -> float
 
 
 def branched_bound(eps_m: float, eps_pi: float, gamma: float, r_max: float, k: int) -> float:
-    """Penalty of MBPO's Theorem 4.3 for k-step branched rollouts."""
+    """Penalty for k-step branched rollouts (MBPO's Theorem 4.2 form)."""
     g = gamma
     return 2 * r_max * (
         g ** (k + 1) * eps_pi / (1 - g) ** 2

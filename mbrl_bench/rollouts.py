@@ -106,7 +106,7 @@ class BranchedModelData:
         "k", "model_buffer", "model_fit_epochs", "model_fit_s", "model_holdout_mse",
         "model_holdout_nll", "rollout_s", "rollout_len_mean", "rollout_reward_mean", "eps_m",
         "eps_m_nll",
-        "eps_pi_kl", "eps_pi", "r_max", "bound_full", "bound_branched",
+        "eps_pi_kl", "eps_pi", "eps_pi_max", "r_max", "bound_full", "bound_branched",
         *(f"compounding_mse_h{h}" for h in (1, 2, 5, 10)),
     )
 
@@ -126,7 +126,7 @@ class BranchedModelData:
         self.collect_actor: torch.nn.Module = copy.deepcopy(actor)
         self.has_collect_actor = False
         self.last: dict[str, float] = {}
-        self.fitted_size = 0
+        self.fitted_step = 0
 
     @property
     def _schedule(self) -> tuple[int, int, int, int]:
@@ -135,8 +135,8 @@ class BranchedModelData:
 
     def _capacity(self, k: int) -> int:
         c = self.config
-        per_epoch = k * c.rollout_batch_size * max(c.epoch_length // c.model_train_freq, 1)
-        return c.retain_epochs * per_epoch
+        per_epoch = k * c.rollout_batch_size * c.epoch_length / c.model_train_freq
+        return max(int(c.retain_epochs * per_epoch), c.rollout_batch_size)
 
     def _resize(self, k: int) -> None:
         """New capacity for rollout length ``k``, keeping the newest rollouts."""
@@ -152,15 +152,15 @@ class BranchedModelData:
         since = step - self.start_step
         if since < 0 or since % c.model_train_freq != 0:
             return
-        new_rows = len(real) - self.fitted_size
-        if self.fitted_size and new_rows > 0:
+        new_rows = min(step - self.fitted_step, len(real))  # real steps since the last fit
+        if self.fitted_step and new_rows > 0:
             self._diagnose(real, agent, new_rows)
         data = real.all()
         t = time.perf_counter()
         fit = self.model.fit(data.obs, data.act, data.next_obs, data.rew, self.generator)
         self.last.update(model_fit_epochs=fit["epochs"], model_fit_s=time.perf_counter() - t,
                          model_holdout_mse=fit["holdout_mse"], model_holdout_nll=fit["holdout_nll"])
-        self.fitted_size = len(real)
+        self.fitted_step = step
         k = rollout_length(since // c.epoch_length, self._schedule)
         if k != self.k:
             self.k = k
@@ -198,16 +198,16 @@ class BranchedModelData:
         newest = Batch(*(t[-new_rows:] for t in ordered))
         ev = self.model.evaluate(newest.obs, newest.act, newest.next_obs, newest.rew)
         eps_m, eps_m_nll = float(ev["elite_mse"]), float(ev["elite_nll"])
-        eps_pi_kl = eps_pi = math.nan
+        eps_pi_kl = eps_pi = eps_pi_max = math.nan
         if self.has_collect_actor:
             mp, lp = self.collect_actor.dist_params(newest.obs)  # type: ignore[operator]
             mq, lq = agent.actor.dist_params(newest.obs)
             kl = gaussian_kl(mp, lp, mq, lq)
-            eps_pi_kl = float(kl.mean())
-            eps_pi = float(pinsker_tv(kl).mean())
+            tv = pinsker_tv(kl)
+            eps_pi_kl, eps_pi, eps_pi_max = float(kl.mean()), float(tv.mean()), float(tv.max())
         r_max = float(ordered.rew.abs().max())
         self.last.update(eps_m=eps_m, eps_m_nll=eps_m_nll, eps_pi_kl=eps_pi_kl, eps_pi=eps_pi,
-                         r_max=r_max)
+                         eps_pi_max=eps_pi_max, r_max=r_max)
         if math.isfinite(eps_pi):
             self.last.update(
                 bound_full=mbpo_bound(eps_m, eps_pi, self.gamma, r_max),
@@ -223,7 +223,7 @@ class BranchedModelData:
         return {
             "model": self.model.state_dict(), "model_opt": self.model.optimizer.state_dict(),
             "buffer": self.model_buffer.state_dict(), "k": self.k, "last": dict(self.last),
-            "fitted_size": self.fitted_size, "collect_actor": self.collect_actor.state_dict(),
+            "fitted_step": self.fitted_step, "collect_actor": self.collect_actor.state_dict(),
             "has_collect_actor": self.has_collect_actor,
         }
 
@@ -233,7 +233,7 @@ class BranchedModelData:
         self.k = state["k"]
         self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(self.k))
         self.model_buffer.load_state_dict(state["buffer"])
-        self.last, self.fitted_size = dict(state["last"]), state["fitted_size"]
+        self.last, self.fitted_step = dict(state["last"]), state["fitted_step"]
         self.collect_actor.load_state_dict(state["collect_actor"])
         self.has_collect_actor = state["has_collect_actor"]
 

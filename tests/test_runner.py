@@ -214,3 +214,23 @@ def test_a_run_held_by_another_process_is_skipped_not_corrupted(files: Path) -> 
     assert outcome.status == "busy"
     assert not (d / "evals.csv").exists() and not (d / "run.json").exists()
     assert execute_run(spec, files / "out", progress=lambda s: None).status == "complete"
+
+
+def test_an_empty_csv_left_by_a_kill_is_dropped_on_resume(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "r")
+    store.dir.mkdir()
+    (store.dir / "metrics.csv").write_text("")  # killed between open() and the header
+    store.truncate_after(100)
+    store.append_metrics({"env_step": 200, "loss": 1.0})
+    assert store.read_rows("metrics.csv") == [{"env_step": "200", "loss": "1.0"}]
+
+
+def test_two_recipes_with_one_name_are_refused(files: Path) -> None:
+    (files / "suites" / "t.toml").write_text(tiny_suite(400, 200))
+    suite = load_suite(str(files / "suites" / "t.toml"))
+    other = files / "elsewhere"
+    other.mkdir()
+    (other / "tiny-sac.toml").write_text('base = "sac"\n')
+    with pytest.raises(ConfigError, match="share a name"):
+        expand(suite, ["tiny-sac", str(other / "tiny-sac.toml")], [0],
+               extra_dirs=(files / "algorithms",))

@@ -130,6 +130,8 @@ class _State:
     n_updates: int = 0
     recent_returns: list[float] = field(default_factory=list)
     last_eval: float = math.nan
+    interval_start: int = 0
+    """Env step at which the current timing interval started (steps/s after a resume)."""
 
 
 def run_policy_loop(
@@ -189,12 +191,11 @@ def _update(c: Components, st: _State, real: ReplayBuffer) -> None:
 
 def _log(c: Components, st: _State, store: RunStore, interval_s: float, wall_s: float,
          progress: Callable[[str], None]) -> None:
-    cfg: PolicyLoopConfig = c.loop_config
     means = (st.sums / st.n_updates).tolist() if st.n_updates else [math.nan] * len(UPDATE_KEYS)
     if st.n_updates and not all(math.isfinite(v) for v in means):
         bad = [k for k, v in zip(UPDATE_KEYS, means, strict=True) if not math.isfinite(v)]
         raise NonFiniteError(f"non-finite {', '.join(bad)} by env step {st.step}")
-    sps = (st.step % cfg.log_every or cfg.log_every) / max(interval_s, 1e-9)
+    sps = (st.step - st.interval_start) / max(interval_s, 1e-9)
     row: dict[str, Any] = {
         "env_step": st.step, "episodes": st.ep.count,
         "train_return": float(np.mean(st.recent_returns)) if st.recent_returns else math.nan,
@@ -208,6 +209,7 @@ def _log(c: Components, st: _State, store: RunStore, interval_s: float, wall_s: 
     progress(f"{c.spec.run_id}: step {st.step}/{c.spec.env.budget}  train return "
              f"{row['train_return']:.1f}  eval {st.last_eval:.1f}  {sps:.0f} steps/s")
     st.sums, st.n_updates, st.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
+    st.interval_start = st.step
 
 
 def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: ReplayBuffer
@@ -258,4 +260,4 @@ def _restore(c: Components, store: RunStore, real: ReplayBuffer,
         c.model_phase.load_state_dict(ckpt["model_phase"])
     progress(f"{c.spec.run_id}: resumed at step {ckpt['step']}")
     return _State(ep, ckpt["step"], ckpt["elapsed"], ckpt["sums"], ckpt["n_updates"],
-                  list(ckpt["recent_returns"]), ckpt["last_eval"])
+                  list(ckpt["recent_returns"]), ckpt["last_eval"], interval_start=ckpt["step"])

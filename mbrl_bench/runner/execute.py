@@ -75,6 +75,10 @@ def expand(
         raise ConfigError(suite.name, "algorithms", "no algorithms: give --algos or list "
                           "`algorithms` in the suite")
     specs: list[RunSpec] = []
+    names = [Path(a).stem for a in algos]
+    if len(set(names)) != len(names):
+        raise ConfigError(suite.name, "--algos", f"two recipes share a name ({', '.join(algos)})"
+                          "; their runs would share folders")
     for entry in entries:
         for algo in algos:
             recipe = load_recipe(algo, entry.id, extra_dirs)
@@ -130,6 +134,10 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     from mbrl_bench.runner.compose import compose
 
     meta = store.read_meta()
+    if meta is not None and meta.get("config_hash") != spec.config_hash:
+        # checked in preflight too; here under the lock, against a folder made since then
+        return Outcome(spec.run_id, "failed", f"{store.dir} holds a run of another "
+                       f"configuration ({meta.get('config_hash')} != {spec.config_hash})")
     if meta is not None and meta.get("status") == "complete":
         return Outcome(spec.run_id, "skipped")
     if meta is None or not (store.dir / CHECKPOINT_FILE).exists():

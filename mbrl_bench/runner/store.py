@@ -141,6 +141,9 @@ class RunStore:
                 reader = csv.DictReader(f)
                 columns = list(reader.fieldnames or [])
                 rows = [r for r in reader if int(float(r["env_step"])) <= env_step]
+            if not columns:  # killed before the header was written
+                path.unlink()
+                continue
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=columns)
             w.writeheader()
