@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -151,6 +151,17 @@ def table(
     typer.echo(f"\nwritten: {dest / 'table.csv'}, {dest / 'table.md'}")
 
 
+def _load_runs(results_dir: Path) -> tuple[Any, Any]:
+    """(runs, evals) of the runs under ``results_dir``, or a clear error and exit code 2."""
+    from mbrl_bench.reporting.table import load_runs
+
+    try:
+        return load_runs(results_dir)
+    except ValueError as e:
+        _fail(str(e))
+        raise  # unreachable: _fail exits
+
+
 @app.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")],
@@ -159,13 +170,8 @@ def plot(
 ) -> None:
     """Learning curves: mean evaluation return over seeds with a 95% bootstrap band."""
     from mbrl_bench.reporting.plots import plot_curves
-    from mbrl_bench.reporting.table import load_runs
 
-    try:
-        _, evals = load_runs(results_dir)
-    except ValueError as e:
-        _fail(str(e))
-        return
+    _, evals = _load_runs(results_dir)
     path = plot_curves(evals, out or results_dir / "curves.png")
     typer.echo(f"written: {path}")
 
@@ -184,13 +190,9 @@ def diagnostics(
     model error ε_m, policy shift ε_π, MBPO's branched bound, k, holdout error, compounding
     error, model fit time."""
     from mbrl_bench.reporting.plots import plot_metrics
-    from mbrl_bench.reporting.table import load_metrics, load_runs
+    from mbrl_bench.reporting.table import load_metrics
 
-    try:
-        runs, _ = load_runs(results_dir)
-    except ValueError as e:
-        _fail(str(e))
-        return
+    runs, _ = _load_runs(results_dir)
     metrics = load_metrics(runs)
     if "eps_m" not in metrics.columns:
         _fail(f"no model-based diagnostics in the runs under {results_dir}")

@@ -152,23 +152,13 @@ class Suite:
         check(len(self.seeds) > 0 and min(self.seeds) >= 0, "seeds", "non-negative seeds")
 
 
-@dataclass(frozen=True)
-class _SuiteFile:
-    description: str
-    envs: tuple[EnvEntry, ...]
-    algorithms: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = (0, 1, 2)
-
-
 def load_suite(name_or_path: str, extra_dirs: tuple[Path, ...] = ()) -> Suite:
     """Load and validate a suite by name or path."""
     path = find_file(name_or_path, "suites", extra_dirs)
-    raw = build(_SuiteFile, load_toml(path), str(path))
-    try:
-        return Suite(path.stem, raw.description, raw.envs, raw.algorithms, raw.seeds)
-    except ValueError as e:
-        key, _, msg = str(e).partition(": ")
-        raise ConfigError(str(path), key, msg) from e
+    data = load_toml(path)
+    if "name" in data:
+        raise ConfigError(str(path), "name", "unknown key; a suite is named by its file name")
+    return build(Suite, {**data, "name": path.stem}, str(path))
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -249,8 +239,9 @@ def _read_recipe_file(
 def _resolve(
     name_or_path: str, env_id: str | None, extra_dirs: tuple[Path, ...],
     seen: tuple[str, ...] = (),
-) -> tuple[dict[str, Any], Path, set[str]]:
-    """The recipe's part tables for ``env_id``, and every env id that any level overrides.
+) -> tuple[dict[str, Any], Path, set[str], Any]:
+    """The recipe's part tables for ``env_id``, its file, every env id that any level overrides,
+    and its own ``description``.
 
     Each level is resolved for the environment before the next merges over it: base (with its
     overrides for ``env_id``), then this file's top-level tables, then this file's overrides
@@ -263,13 +254,13 @@ def _resolve(
     ids = set(overrides)
     data: dict[str, Any] = {}
     if "base" in raw:
-        data, _, base_ids = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
-                                     (*seen, str(path.resolve())))
+        data, _, base_ids, _ = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
+                                        (*seen, str(path.resolve())))
         ids |= base_ids
     data = deep_merge(data, own)
     if env_id is not None and env_id in overrides:
         data = deep_merge(data, overrides[env_id])
-    return data, path, ids
+    return data, path, ids, raw.get("description", "")
 
 
 def _build_part(kind: str, table: Any, source: str) -> Part:
@@ -296,12 +287,9 @@ def load_recipe(
     The recipe is also resolved for every environment any level overrides, so a bad override
     fails at load whichever environment is run.
     """
-    path = find_file(name_or_path, "algorithms", extra_dirs)
-    raw = load_toml(path)
-    description = raw.get("description", "")
+    data, path, ids, description = _resolve(name_or_path, env_id, extra_dirs)
     if not isinstance(description, str):
         raise ConfigError(str(path), "description", "expected a string")
-    data, path, ids = _resolve(name_or_path, env_id, extra_dirs)
     parts = _parts(data, str(path))
     for oid in sorted(ids - {env_id}):
         try:
