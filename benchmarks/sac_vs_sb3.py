@@ -73,8 +73,8 @@ def run_sb3(entry: EnvEntry, seed: int, init_steps: int, out: Path) -> dict[str,
                 timing.append((n, self.train_time))
                 self.t = now
             if n % entry.eval_every == 0 or n == entry.budget:
-                rets = evaluate(_SB3Policy(self.model), eval_env, entry.eval_episodes,  # type: ignore[arg-type]
-                                eval_seeds(seed, n, entry.eval_episodes))
+                rets, _ = evaluate(_SB3Policy(self.model), eval_env, entry.eval_episodes,  # type: ignore[arg-type]
+                                   eval_seeds(seed, n, entry.eval_episodes))
                 rows.append({"env_step": n, "return_mean": float(rets.mean())})
                 self.t = time.perf_counter()  # evaluation time is not training time
             return True

@@ -136,13 +136,23 @@ def table(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
     out: Annotated[Path | None, typer.Option(help="Where to write table.csv / table.md "
                                              "(default: RESULTS_DIR).")] = None,
+    budgets: Annotated[str | None, typer.Option(
+        help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting "
+             "budgets).")] = None,
 ) -> None:
     """Sample-efficiency table: mean return and 95% bootstrap interval over seeds at each
     reporting budget, seeds counted, steps to the suite's threshold."""
     from mbrl_bench.reporting.table import format_markdown, write_table
 
     try:
-        t = write_table(results_dir, out)
+        chosen = [int(b) for b in budgets.split(",")] if budgets else None
+    except ValueError:
+        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
+                                 ) from None
+    if chosen is not None and min(chosen) <= 0:
+        raise typer.BadParameter("--budgets: budgets must be positive")
+    try:
+        t = write_table(results_dir, out, chosen)
     except ValueError as e:
         _fail(str(e))
         return
@@ -177,7 +187,8 @@ def plot(
 
 
 DIAGNOSTICS = ["eps_m", "eps_pi", "bound_branched", "k", "model_holdout_mse",
-               "compounding_mse_h1", "compounding_mse_h5", "model_fit_s"]
+               "compounding_mse_h1", "compounding_mse_h5", "model_fit_s", "return_mean",
+               "model_return_mean"]
 
 
 @app.command()
@@ -188,15 +199,19 @@ def diagnostics(
 ) -> None:
     """Model-trust diagnostics of model-based runs over env steps, one PNG per suite/env/algo:
     model error ε_m, policy shift ε_π, MBPO's branched bound, k, holdout error, compounding
-    error, model fit time."""
+    error, model fit time, and the evaluated policy's real return beside its return predicted by
+    the model from the same start states (model exploitation)."""
     from mbrl_bench.reporting.plots import plot_metrics
-    from mbrl_bench.reporting.table import load_metrics
+    from mbrl_bench.reporting.table import RUN_KEY_COLUMNS, load_metrics
 
-    runs, _ = _load_runs(results_dir)
+    runs, evals = _load_runs(results_dir)
     metrics = load_metrics(runs)
     if "eps_m" not in metrics.columns:
         _fail(f"no model-based diagnostics in the runs under {results_dir}")
         return
+    keys = [*RUN_KEY_COLUMNS, "env_step"]
+    metrics = metrics.merge(evals[[*keys, "return_mean", "model_return_mean"]], on=keys,
+                            how="outer")
     written = []
     for (suite, env, algo), group in metrics.groupby(["suite", "env", "algo"]):
         if group["eps_m"].notna().any():

@@ -99,6 +99,26 @@ def branched_rollout(
                    "rollout_reward_mean": float(batch.rew.mean()) if batch.rew.numel() else 0.0}
 
 
+@torch.no_grad()
+def model_return(
+    model_env: ModelEnv, policy: Any, start_obs: torch.Tensor, horizon: int
+) -> torch.Tensor:
+    """Undiscounted return ``N`` of ``policy`` (``act_batch(obs, deterministic=True)``) in the
+    model from ``start_obs`` (``N x O``) over at most ``horizon`` steps, each row stopping where
+    the termination function ends it: the model's prediction of the real evaluation return."""
+    n = start_obs.shape[0]
+    returns, alive = torch.zeros(n), torch.ones(n, dtype=torch.bool)
+    obs = start_obs
+    model_env.reset(obs)
+    for _ in range(horizon):
+        obs, rew, term = model_env.step(policy.act_batch(obs, deterministic=True), sample=True)
+        returns += torch.where(alive, rew, torch.zeros_like(rew))
+        alive &= ~term
+        if not bool(alive.any()):
+            break
+    return returns
+
+
 class BranchedModelData:
     """MBPO's model phase for the policy loop (see the module docstring)."""
 
@@ -119,6 +139,7 @@ class BranchedModelData:
         self.model, self.config, self.start_step = model, config, start_step
         self.gamma, self.generator = gamma, generator
         self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.termination_fn = termination_fn
         self.model_env = ModelEnv(model, termination_fn, propagation=config.propagation,
                                   generator=generator)
         self.k = rollout_length(0, self._schedule)
@@ -188,6 +209,18 @@ class BranchedModelData:
 
     def diagnostics(self, step: int, agent: Any) -> dict[str, float]:
         return dict(self.last)
+
+    def predicted_return(self, agent: Any, start_obs: torch.Tensor, horizon: int,
+                         generator: torch.Generator) -> float:
+        """Mean return of the deterministic policy in the model from ``start_obs`` (``N x O``,
+        the evaluation episodes' first observations), for comparison with the real evaluation
+        return (model exploitation). NaN before the first fit. ``generator`` is the caller's
+        own, so this measurement does not change the training's random numbers."""
+        if not self.fitted_step:
+            return math.nan
+        env = ModelEnv(self.model, self.termination_fn, propagation=self.config.propagation,
+                       generator=generator)
+        return float(model_return(env, agent, start_obs, horizon).mean())
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()

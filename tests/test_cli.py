@@ -31,6 +31,13 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     res = runner.invoke(app, ["plot", str(out)])
     assert res.exit_code == 0, res.output
     assert (out / "curves.png").stat().st_size > 1000
+    # other budgets on demand (e.g. where runs still in progress have got to)
+    res = runner.invoke(app, ["table", str(out), "--budgets", "300", "--out", str(tmp_path / "t")])
+    assert res.exit_code == 0, res.output
+    with (tmp_path / "t" / "table.csv").open() as f:
+        assert {int(r["budget"]) for r in csv.DictReader(f)} == {300}
+    res = runner.invoke(app, ["table", str(out), "--budgets", "3k"])
+    assert res.exit_code == 2 and "--budgets" in res.output
     # running the same command again skips everything
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
     assert "4 skipped" in res.output

@@ -28,6 +28,7 @@ from mbrl_bench.rollouts import (
     BranchedRolloutConfig,
     branched_rollout,
     compounding_error,
+    model_return,
 )
 from mbrl_bench.spec import load_recipe
 
@@ -78,7 +79,7 @@ class _ConstModel:
 
 
 class _ZeroPolicy:
-    def act_batch(self, obs: torch.Tensor) -> torch.Tensor:
+    def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return torch.zeros(obs.shape[0], 2)
 
 
@@ -94,6 +95,15 @@ def test_branched_rollouts_stop_where_they_terminate() -> None:
         (0.5, 0.0), (1.5, 1.0), (-1.5, 0.0), (-0.5, 0.0), (0.5, 0.0), (1.5, 1.0), (1.75, 1.0)])
     assert stats["rollout_len_mean"] == pytest.approx(7 / 3)
     assert batch.rew.eq(1.0).all()
+
+
+def test_model_return_sums_rewards_until_termination_or_horizon() -> None:
+    env = ModelEnv(_ConstModel(), point_mass_termination(None), propagation="elites",  # type: ignore[arg-type]
+                   generator=torch.Generator().manual_seed(0))
+    start = torch.tensor([[0.5, 0, 0, 0], [-1.5, 0, 0, 0], [1.75, 0, 0, 0]])
+    # reward 1 per step up to and including the terminating one (see the test above)
+    assert model_return(env, _ZeroPolicy(), start, horizon=10).tolist() == [2.0, 4.0, 1.0]
+    assert model_return(env, _ZeroPolicy(), start, horizon=3).tolist() == [2.0, 3.0, 1.0]
 
 
 def make_phase(real_ratio: float = 0.25, k_schedule=(0, 1, 1, 1)) -> tuple[BranchedModelData, SAC]:  # type: ignore[no-untyped-def]
@@ -137,6 +147,16 @@ def test_model_phase_fits_rolls_out_mixes_and_diagnoses() -> None:
     assert d["eps_pi"] == 0.0  # the policy has not been updated since the snapshot
     assert set(d) <= set(phase.metric_keys)
     assert len(phase.model_buffer) == 128  # capacity reached, newest kept
+    # model exploitation: measured with the caller's generator, the training's is untouched
+    before = phase.generator.get_state()
+    pred = phase.predicted_return(agent, real2.all().obs[:5], 50, torch.Generator().manual_seed(3))
+    assert math.isfinite(pred) and torch.equal(phase.generator.get_state(), before)
+
+
+def test_predicted_return_is_nan_before_the_first_fit() -> None:
+    phase, agent = make_phase()
+    assert math.isnan(phase.predicted_return(agent, torch.zeros(2, 4), 10,
+                                             torch.Generator().manual_seed(0)))
 
 
 def test_model_phase_state_round_trips() -> None:

@@ -18,11 +18,12 @@ from conftest import tiny_suite
 
 import mbrl_bench.runner.compose as compose_mod
 from mbrl_bench.errors import ConfigError
+from mbrl_bench.loops.policy import PHASE_KEYS
 from mbrl_bench.runner.execute import expand, run_all
 from mbrl_bench.runner.store import RunStore
 from mbrl_bench.spec import load_suite
 
-VOLATILE = {"wall_clock_s", "steps_per_s"}
+VOLATILE = {"wall_clock_s", "steps_per_s", *PHASE_KEYS}
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -175,8 +176,25 @@ def test_store_truncates_rows_past_the_checkpoint(tmp_path: Path) -> None:
     store.truncate_after(200)
     assert [r["env_step"] for r in store.read_rows("evals.csv")] == ["100", "200"]
     assert [r["env_step"] for r in store.read_rows("metrics.csv")] == ["100", "200"]
-    with pytest.raises(ValueError, match="columns"):
-        store.append_metrics({"env_step": 300, "other": 2.0})
+
+
+def test_rows_with_new_columns_extend_the_header_of_an_older_file(tmp_path: Path) -> None:
+    """A run resumed by a newer version that logs more columns keeps its old rows aligned."""
+    (tmp_path / "r").mkdir()
+    old = tmp_path / "r" / "evals.csv"
+    old.write_text("env_step,return_mean\n100,1.5\n")
+    store = RunStore(tmp_path / "r")
+    store.append_metrics({"env_step": 100, "loss": 1.0})
+    store.append_metrics({"env_step": 200, "loss": 0.5, "other": 2.0})
+    assert store.read_rows("metrics.csv") == [
+        {"env_step": "100", "loss": "1.0", "other": ""},
+        {"env_step": "200", "loss": "0.5", "other": "2.0"}]
+    store.append_eval({"env_step": 200, "return_mean": 2.5, "model_return_mean": 3.0})
+    evals = store.read_rows("evals.csv")
+    assert list(evals[0]) == ["env_step", "return_mean", "episodes", "return_std", "return_min",
+                              "return_max", "wall_clock_s", "model_return_mean"]
+    assert (evals[0]["return_mean"], evals[0]["model_return_mean"]) == ("1.5", "")
+    assert (evals[1]["return_mean"], evals[1]["model_return_mean"]) == ("2.5", "3.0")
 
 
 def test_mbpo_beats_sac_at_the_same_small_budget(files: Path) -> None:
@@ -198,6 +216,11 @@ def test_mbpo_beats_sac_at_the_same_small_budget(files: Path) -> None:
     for key in ("k", "model_buffer", "eps_m", "eps_pi", "bound_full", "bound_branched",
                 "compounding_mse_h1", "model_holdout_mse"):
         assert math.isfinite(float(last[key])), key
+    # model exploitation beside each evaluation of a model-based run (empty for model-free)
+    evals = {a: rows(out / "t" / "mbrl_bench_PointMass-v0" / a / "seed_0" / "evals.csv")
+             for a in ("tiny-mbpo", "tiny-sac")}
+    assert math.isfinite(float(evals["tiny-mbpo"][-1]["model_return_mean"]))
+    assert all(r["model_return_mean"] == "" for r in evals["tiny-sac"])
 
 
 def test_a_run_held_by_another_process_is_skipped_not_corrupted(files: Path) -> None:

@@ -83,26 +83,35 @@ class ModelPhase(Protocol):
     def diagnostics(self, step: int, agent: PolicyOptimizer) -> dict[str, float]:
         """Diagnostics for the metrics row at ``step``."""
 
+    def predicted_return(self, agent: PolicyOptimizer, start_obs: torch.Tensor, horizon: int,
+                         generator: torch.Generator) -> float:
+        """The deterministic policy's mean return in the model from ``start_obs`` (``N x O``)."""
+
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 UPDATE_KEYS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean")
+PHASE_KEYS = ("env_s", "model_s", "update_s")
+"""Seconds spent since the last metrics row acting and stepping the env, in the model phase
+(fits, rollouts, diagnostics) and in policy updates (evaluation is excluded)."""
 
 
 def evaluate(
     agent: PolicyOptimizer, env: Any, episodes: int, seeds: list[int]
-) -> np.ndarray:
-    """Returns ``episodes`` of the deterministic policy, each episode reset with its seed."""
-    returns = np.zeros(episodes)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``episodes`` of the deterministic policy, each episode reset with its seed, and
+    the episodes' first observations (``episodes x O``)."""
+    returns, starts = np.zeros(episodes), []
     for i in range(episodes):
         obs, _ = env.reset(seed=seeds[i])
+        starts.append(np.asarray(obs, dtype=np.float32))
         done = False
         while not done:
             obs, r, term, trunc, _ = env.step(agent.act(obs, deterministic=True))
             returns[i] += float(r)
             done = bool(term or trunc)
-    return returns
+    return returns, np.stack(starts)
 
 
 def eval_seeds(run_seed: int, env_step: int, episodes: int) -> list[int]:
@@ -132,6 +141,7 @@ class _State:
     last_eval: float = math.nan
     interval_start: int = 0
     """Env step at which the current timing interval started (steps/s after a resume)."""
+    phase_s: list[float] = field(default_factory=lambda: [0.0] * len(PHASE_KEYS))
 
 
 def run_policy_loop(
@@ -147,6 +157,7 @@ def run_policy_loop(
     t0, t_interval = time.perf_counter() - st.elapsed, time.perf_counter()
     while st.step < entry.budget:
         # --- collect
+        t_phase = time.perf_counter()
         if st.step < cfg.initial_random_steps:
             action = c.np_rng.uniform(space.low, space.high).astype(space.dtype)
         else:
@@ -159,12 +170,15 @@ def run_policy_loop(
             st.ep = _Episode(obs=env.reset()[0], count=st.ep.count + 1)
         else:
             st.ep.obs = next_obs
+        t_phase = _lap(st, 0, t_phase)
         # --- model phase (model-based recipes only)
         if model_phase is not None:
             model_phase.after_step(st.step, real, agent)
+            t_phase = _lap(st, 1, t_phase)
         # --- update
         if st.step >= cfg.initial_random_steps and len(real) >= agent.config.batch_size:
             _update(c, st, real)
+            _lap(st, 2, t_phase)
         # --- log, evaluate, checkpoint
         if st.step % cfg.log_every == 0 or st.step == entry.budget:
             now = time.perf_counter()
@@ -175,6 +189,12 @@ def run_policy_loop(
             st.elapsed = t_eval - t0
             _evaluate_and_checkpoint(c, st, store, real)
             t_interval += time.perf_counter() - t_eval  # steps/s counts training time only
+
+
+def _lap(st: _State, phase: int, since: float) -> float:
+    now = time.perf_counter()
+    st.phase_s[phase] += now - since
+    return now
 
 
 def _update(c: Components, st: _State, real: ReplayBuffer) -> None:
@@ -200,7 +220,8 @@ def _log(c: Components, st: _State, store: RunStore, interval_s: float, wall_s: 
         "env_step": st.step, "episodes": st.ep.count,
         "train_return": float(np.mean(st.recent_returns)) if st.recent_returns else math.nan,
         **dict(zip(UPDATE_KEYS, means, strict=True)), "updates": st.n_updates,
-        "steps_per_s": sps, "wall_clock_s": wall_s,
+        "steps_per_s": sps, **dict(zip(PHASE_KEYS, st.phase_s, strict=True)),
+        "wall_clock_s": wall_s,
     }
     if c.model_phase is not None:
         diag = c.model_phase.diagnostics(st.step, c.optimizer)
@@ -209,22 +230,27 @@ def _log(c: Components, st: _State, store: RunStore, interval_s: float, wall_s: 
     progress(f"{c.spec.run_id}: step {st.step}/{c.spec.env.budget}  train return "
              f"{row['train_return']:.1f}  eval {st.last_eval:.1f}  {sps:.0f} steps/s")
     st.sums, st.n_updates, st.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
-    st.interval_start = st.step
+    st.interval_start, st.phase_s = st.step, [0.0] * len(PHASE_KEYS)
 
 
 def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: ReplayBuffer
                              ) -> None:
     entry = c.spec.env
-    rets = evaluate(c.optimizer, c.eval_env, entry.eval_episodes,
-                    eval_seeds(c.spec.seed, st.step, entry.eval_episodes))
+    seeds = eval_seeds(c.spec.seed, st.step, entry.eval_episodes)
+    rets, starts = evaluate(c.optimizer, c.eval_env, entry.eval_episodes, seeds)
     if not np.all(np.isfinite(rets)):
         raise NonFiniteError(f"non-finite evaluation return at env step {st.step}")
     st.last_eval = float(rets.mean())
-    store.append_eval({
+    row = {
         "env_step": st.step, "episodes": st.ep.count, "return_mean": st.last_eval,
         "return_std": float(rets.std()), "return_min": float(rets.min()),
         "return_max": float(rets.max()), "wall_clock_s": st.elapsed,
-    })
+    }
+    if c.model_phase is not None:  # model exploitation: the same policy and starts, in the model
+        horizon = getattr(c.eval_env.spec, "max_episode_steps", None) or 1000
+        row["model_return_mean"] = c.model_phase.predicted_return(
+            c.optimizer, torch.as_tensor(starts), horizon, torch.Generator().manual_seed(seeds[0]))
+    store.append_eval(row)
     store.save_checkpoint({
         "step": st.step, "elapsed": st.elapsed, "last_eval": st.last_eval,
         "obs": np.asarray(st.ep.obs, dtype=np.float64).tolist(), "ep_return": st.ep.ret,

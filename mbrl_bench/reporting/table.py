@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mbrl_bench.reporting.aggregate import iqm, mean_ci, steps_to_threshold
+from mbrl_bench.runner.store import EVAL_COLUMNS as _STORE_EVAL_COLUMNS
 
 __all__ = [
     "EVAL_COLUMNS",
@@ -43,15 +44,7 @@ RUN_FILE = "run.json"
 EVALS_FILE = "evals.csv"
 METRICS_FILE = "metrics.csv"
 
-EVAL_COLUMNS: list[str] = [
-    "env_step",
-    "episodes",
-    "return_mean",
-    "return_std",
-    "return_min",
-    "return_max",
-    "wall_clock_s",
-]
+EVAL_COLUMNS: list[str] = list(_STORE_EVAL_COLUMNS)
 """Columns of ``evals.csv``; only ``env_step`` and ``return_mean`` are strictly required."""
 
 RUN_KEY_COLUMNS: list[str] = ["suite", "env", "algo", "seed", "run_id", "status", "path"]
@@ -339,6 +332,7 @@ def _group_rows(
     group: pd.DataFrame,
     run_evals: list[pd.DataFrame],
     rng_seed: int,
+    budgets: list[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Table rows of one (suite, env, algo); ``run_evals`` are its non-failed runs' evals."""
     suite, env, algo = key
@@ -359,7 +353,7 @@ def _group_rows(
         "reached": len(reached_steps),
         "steps_to_threshold_mean": float(np.mean(reached_steps)) if reached_steps else math.nan,
     }
-    budgets = _group_budgets(group, label)
+    budgets = budgets or _group_budgets(group, label)
     if not budgets:
         _warn(f"{label}: no reporting_budgets or budget in run.json; no table rows")
     rows = []
@@ -372,7 +366,8 @@ def _group_rows(
 
 
 def sample_efficiency_table(
-    runs: pd.DataFrame, evals: pd.DataFrame, rng_seed: int = 0
+    runs: pd.DataFrame, evals: pd.DataFrame, rng_seed: int = 0,
+    budgets: Iterable[int] | None = None,
 ) -> pd.DataFrame:
     """Sample-efficiency table: return at each reporting budget, per (suite, env, algo).
 
@@ -395,7 +390,10 @@ def sample_efficiency_table(
         runs: runs frame from :func:`load_runs`.
         evals: tidy evals frame from :func:`load_runs`.
         rng_seed: seed for the bootstrap.
+        budgets: report at these budgets instead of the runs' ``reporting_budgets`` (e.g. the
+            budgets that runs still in progress have reached).
     """
+    chosen = sorted(set(budgets)) if budgets else None
     run_key = "path" if "path" in runs.columns and "path" in evals.columns else "run_id"
     evals_by_run = {k: g for k, g in evals.groupby(run_key, sort=False)}
     empty = _empty_evals()
@@ -403,7 +401,8 @@ def sample_efficiency_table(
     for key, group in runs.groupby(["suite", "env", "algo"], sort=True):
         ok = group.loc[group["status"] != "failed"]
         run_evals = [evals_by_run.get(k, empty) for k in ok[run_key]]
-        rows.extend(_group_rows(cast(tuple[str, str, str], key), group, run_evals, rng_seed))
+        rows.extend(_group_rows(cast(tuple[str, str, str], key), group, run_evals, rng_seed,
+                                chosen))
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     return table.astype({col: "int64" for col in _INT_TABLE_COLUMNS}).reset_index(drop=True)
 
@@ -471,19 +470,21 @@ def format_markdown(table: pd.DataFrame) -> str:
 
 
 def write_table(
-    results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+    results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
+    budgets: Iterable[int] | None = None,
 ) -> pd.DataFrame:
     """Load the run store, build the table and write ``table.csv`` and ``table.md``.
 
     Args:
         results_dir: root of the run store.
         out_dir: where to write (created if needed); defaults to ``results_dir``.
+        budgets: report at these budgets instead of the runs' reporting budgets.
 
     Returns:
         The :func:`sample_efficiency_table` frame that was written.
     """
     runs, evals = load_runs(results_dir)
-    table = sample_efficiency_table(runs, evals)
+    table = sample_efficiency_table(runs, evals, budgets=budgets)
     target = Path(results_dir if out_dir is None else out_dir)
     target.mkdir(parents=True, exist_ok=True)
     table.to_csv(target / "table.csv", index=False)

@@ -23,7 +23,9 @@ import torch
 import mbrl_bench
 
 EVAL_COLUMNS = ("env_step", "episodes", "return_mean", "return_std", "return_min", "return_max",
-                "wall_clock_s")
+                "wall_clock_s", "model_return_mean")
+"""``model_return_mean``: the evaluated policy's return predicted by the model from the same start
+states (model-based recipes; empty otherwise)."""
 RUN_FILE, EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE, LOCK_FILE = (
     "run.json", "evals.csv", "metrics.csv", "checkpoint.pt", ".lock")
 
@@ -103,19 +105,32 @@ class RunStore:
     def append_metrics(self, row: dict[str, Any]) -> None:
         path = self.dir / METRICS_FILE
         if self._metric_columns is None:
-            if path.exists() and path.stat().st_size > 0:
-                with path.open() as f:
-                    self._metric_columns = next(csv.reader(f))
-            else:
-                self._metric_columns = list(row)
-        missing = set(row) - set(self._metric_columns)
-        if missing:
-            raise ValueError(f"metrics row has columns not in {path}: {sorted(missing)}")
-        self._append(path, self._metric_columns, row)
+            self._metric_columns = self._header(path) or list(row)
+        self._metric_columns = self._append(path, self._metric_columns, row)
 
     @staticmethod
-    def _append(path: Path, columns: list[str], row: dict[str, Any]) -> None:
-        new = not path.exists() or path.stat().st_size == 0
+    def _header(path: Path) -> list[str]:
+        if not path.exists() or path.stat().st_size == 0:
+            return []
+        with path.open(newline="") as f:
+            return next(csv.reader(f), [])
+
+    @classmethod
+    def _append(cls, path: Path, columns: list[str], row: dict[str, Any]) -> list[str]:
+        """Append ``row``; returns the file's columns.
+
+        A file written by an earlier version (a run resumed after an upgrade) may lack columns
+        that rows now carry: its header is extended once (atomically), the old rows keep empty
+        cells there, and nothing is lost or misaligned.
+        """
+        header = cls._header(path)
+        if header and header != columns:
+            columns = header + [c for c in columns if c not in header]
+        missing = [c for c in row if c not in columns]
+        columns = columns + missing
+        if header and header != columns:
+            cls._rewrite(path, columns, cls._read(path))
+        new = not header
         with path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=columns, restval="")
             if new:
@@ -123,13 +138,25 @@ class RunStore:
             w.writerow(row)
             f.flush()
             os.fsync(f.fileno())
+        return columns
+
+    @staticmethod
+    def _read(path: Path) -> list[dict[str, str]]:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    @staticmethod
+    def _rewrite(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+        blob = buf.getvalue().encode()
+        _atomic_write(path, lambda fh: fh.write(blob))
 
     def read_rows(self, name: str) -> list[dict[str, str]]:
         path = self.dir / name
-        if not path.exists():
-            return []
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return self._read(path) if path.exists() else []
 
     def truncate_after(self, env_step: int) -> None:
         """Drop rows of ``evals.csv`` and ``metrics.csv`` past ``env_step`` (resume point)."""
@@ -137,19 +164,12 @@ class RunStore:
             path = self.dir / name
             if not path.exists():
                 continue
-            with path.open(newline="") as f:
-                reader = csv.DictReader(f)
-                columns = list(reader.fieldnames or [])
-                rows = [r for r in reader if int(float(r["env_step"])) <= env_step]
+            columns = self._header(path)
             if not columns:  # killed before the header was written
                 path.unlink()
                 continue
-            buf = io.StringIO()
-            w = csv.DictWriter(buf, fieldnames=columns)
-            w.writeheader()
-            w.writerows(rows)
-            blob = buf.getvalue().encode()
-            _atomic_write(path, lambda fh, blob=blob: fh.write(blob))
+            rows = [r for r in self._read(path) if int(float(r["env_step"])) <= env_step]
+            self._rewrite(path, columns, rows)
 
     def reset_files(self) -> None:
         """Remove rows and checkpoint of a run that starts over."""
