@@ -196,6 +196,16 @@ def test_mbpo_recipe_has_the_papers_per_task_settings() -> None:
     assert pend.config("loop").initial_random_steps == 500
 
 
+def test_dyna_recipes_are_mbpo_with_one_step_rollouts() -> None:
+    for task, utd in (("Hopper-v5", 20), ("HalfCheetah-v5", 40), ("InvertedPendulum-v5", 10)):
+        for name, model in (("dyna", "pe"), ("dyna-det", "deterministic")):
+            r = load_recipe(name, task)
+            assert r.config("rollout").k_schedule == (0, 1, 1, 1), (name, task)
+            assert rollout_length(500, r.config("rollout").k_schedule) == 1
+            assert r.config("optimizer").updates_per_step == utd  # mbpo's per-task values
+            assert r.part("model").name == model  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("text", "key", "fragment"),
     [

@@ -1,0 +1,201 @@
+"""Wall-clock of MBPO per 1,000 env steps, split by phase: mbrl-bench against mbrl-lib 0.2.0.
+
+Both run MBPO on the same task at the same settings: the official per-task values of our
+`mbpo` recipe (SAC 256x256, batch 256, auto-entropy with the task's target entropy, target
+update every step, `--updates` SAC updates per env step, 5% real data; ensemble 7 x 4 x 200,
+5 elites, batch 256, lr 1e-3, 20% holdout, patience 5; model refit every 250 steps; 400 rollout
+starts per env step; the task's k schedule), after `--random` uniformly random steps. Timing
+covers the `--steps` env steps after them, evaluation excluded, phases:
+
+- env: acting and stepping the real environment (and adding to the replay buffer);
+- model fit: every refit of the ensemble (each library's own stopping rule: mbrl-lib trains
+  until 5 epochs without 1% improvement; ours the same, with at most `max_steps` gradient steps);
+- rollout: the branched rollouts of 100,000 start states after each refit;
+- SAC: the policy updates.
+
+mbrl-lib runs in its own virtualenv (`../shared/peers/mbrl_lib/setup.sh DIR`), launched from
+here with the same thread count; the two libraries alternate `--reps` times. Its output is its
+harness's own phase timers (`run.py`). Example (what results/reference/mbpo_speed.* holds):
+
+    python benchmarks/mbpo_speed.py --env Hopper-v5 --random 5000 --steps 1000 --reps 1 \\
+        --threads 2 --peer /work/peer_mbrl --to results/reference/mbpo_speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mbrl_bench.rollouts as rollouts
+from mbrl_bench.models.ensemble import ProbabilisticEnsemble
+from mbrl_bench.runner.execute import run_all
+from mbrl_bench.runner.spec import RunSpec
+from mbrl_bench.runner.store import code_version
+from mbrl_bench.spec import EnvEntry, load_recipe
+
+PHASES = ("env", "model_fit", "rollout", "sac", "other")
+
+
+def _timed(owner: Any, name: str, calls: list[float]) -> Callable[[], None]:
+    """Wrap ``owner.name`` to record each call's duration; returns the undo."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t = time.perf_counter()
+        out = inner(*args, **kwargs)
+        calls.append(time.perf_counter() - t)
+        return out
+
+    setattr(owner, name, wrapper)
+    return lambda: setattr(owner, name, inner)
+
+
+def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int
+         ) -> dict[str, float]:
+    """Seconds per phase over env steps (random_steps, random_steps + steps] of our loop."""
+    budget = random_steps + steps
+    entry = EnvEntry(id=env_id, budget=budget, eval_every=budget, eval_episodes=1)
+    recipe = load_recipe("mbpo", env_id)
+    recipe = recipe.with_config("loop", replace(
+        recipe.config("loop"), initial_random_steps=random_steps, log_every=250))
+    recipe = recipe.with_config("optimizer", replace(recipe.config("optimizer"),
+                                                     updates_per_step=updates))
+    spec = RunSpec("speed", entry, "mbpo", seed, recipe)
+    fits: list[float] = []
+    rolls: list[float] = []
+    undo = [_timed(ProbabilisticEnsemble, "fit", fits),
+            _timed(rollouts, "branched_rollout", rolls)]
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            run_all([spec], Path(d), threads=torch.get_num_threads(), progress=lambda s: None)
+            with (spec.run_dir(Path(d)) / "metrics.csv").open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["env_step"]) > random_steps]
+    finally:
+        for u in undo:
+            u()
+    # the first fit and rollout happen at the last random step (outside the timed window)
+    fit, roll = sum(fits[1:]), sum(rolls[1:])
+    total = sum(250 / float(r["steps_per_s"]) for r in rows)
+    env, model, sac = (sum(float(r[k]) for r in rows) for k in ("env_s", "model_s", "update_s"))
+    n_updates = sum(int(r["updates"]) for r in rows)
+    return {"env": env, "model_fit": fit, "rollout": roll, "sac": sac,
+            "other": total - env - sac - fit - roll, "total": total, "fits": len(fits) - 1,
+            "sac_ms_per_update": 1e3 * sac / max(n_updates, 1), "diagnostics": model - fit - roll}
+
+
+_LINE = re.compile(r"^\s+(\w+)\s+calls=\s*(\d+)\s+total=\s*([\d.]+)s")
+
+
+def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: int, seed: int,
+             threads: int) -> dict[str, float]:
+    """Run mbrl-lib's MBPO at our settings; its phase timers over the steps after exploration."""
+    recipe = load_recipe("mbpo", env_id)
+    sac, model, roll = (recipe.config(k) for k in ("optimizer", "model", "rollout"))
+    per_step = roll.rollout_batch_size // roll.model_train_freq
+    args = [
+        "algorithm=mbpo", "overrides=mbpo_hopper", f"overrides.env=gym___{env_id}", "device=cpu",
+        f"seed={seed}", f"overrides.num_steps={steps}",
+        f"algorithm.initial_exploration_steps={random_steps}",
+        "algorithm.random_initial_explore=true", f"algorithm.real_data_ratio={roll.real_ratio}",
+        f"overrides.num_sac_updates_per_step={updates}",
+        f"overrides.sac_hidden_size={sac.hidden_sizes[0]}",
+        f"overrides.sac_batch_size={sac.batch_size}", f"overrides.sac_lr={sac.actor_lr}",
+        "overrides.sac_target_update_interval=1", "overrides.sac_automatic_entropy_tuning=true",
+        f"overrides.sac_target_entropy={sac.target_entropy}",
+        f"overrides.freq_train_model={roll.model_train_freq}",
+        f"overrides.effective_model_rollouts_per_step={per_step}",
+        f"overrides.rollout_schedule=[{','.join(str(v) for v in roll.k_schedule)}]",
+        f"overrides.epoch_length={roll.epoch_length}",
+        f"overrides.num_elites={model.num_elites}", f"overrides.patience={model.patience}",
+        f"overrides.model_lr={model.lr}", f"overrides.model_batch_size={model.batch_size}",
+        f"overrides.validation_ratio={model.holdout_ratio}",
+        f"dynamics_model.ensemble_size={model.ensemble_size}",
+        f"dynamics_model.hid_size={model.hidden_size}",
+        f"dynamics_model.num_layers={model.num_layers}",
+    ]
+    with tempfile.TemporaryDirectory() as d:
+        env = {**os.environ, "MBRL_THREADS": str(threads), "MBRL_OUT": d,
+               "OMP_NUM_THREADS": str(threads)}
+        out = subprocess.run([str(peer / "bin" / "python"), str(peer / "run.py"), *args],
+                             cwd=d, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"mbrl-lib failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    totals = {m[1]: float(m[3]) for m in map(_LINE.match, out.stdout.splitlines()) if m}
+    calls = {m[1]: int(m[2]) for m in map(_LINE.match, out.stdout.splitlines()) if m}
+    total_all = float(re.search(r"TOTAL ([\d.]+)s", out.stdout)[1])  # type: ignore[index]
+    total = total_all - totals.get("initial_explore", 0.0) - totals.get("eval", 0.0)
+    env_s, fit, r, s = (totals.get(k, 0.0) for k in (
+        "env_step_and_act", "model_train", "model_rollout", "sac_update"))
+    return {"env": env_s, "model_fit": fit, "rollout": r, "sac": s,
+            "other": total - env_s - fit - r - s, "total": total,
+            "fits": calls.get("model_train", 0),
+            "sac_ms_per_update": 1e3 * s / max(calls.get("sac_update", 1), 1)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--random", type=int, default=5000, help="uniformly random steps first")
+    p.add_argument("--steps", type=int, default=1000, help="timed env steps (multiple of 250)")
+    p.add_argument("--updates", type=int, default=20, help="SAC updates per env step")
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--peer", type=Path, default=Path("/work/peer_mbrl"))
+    p.add_argument("--to", type=Path, default=Path("results/reference/mbpo_speed"))
+    a = p.parse_args()
+    if a.steps % 250 or a.random % 250:
+        p.error("--steps and --random must be multiples of 250 (the refit period)")
+    torch.set_num_threads(a.threads)
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    for rep in range(a.reps):
+        for lib in ("mbrl-bench", "mbrl-lib"):
+            r = (ours(a.env, a.random, a.steps, a.updates, rep) if lib == "mbrl-bench" else
+                 mbrl_lib(a.peer, a.env, a.random, a.steps, a.updates, rep, a.threads))
+            rows.append((lib, rep, r))
+            print(lib, rep, {k: round(v, 2) for k, v in r.items()}, flush=True)
+    keys = [*PHASES, "total", "fits", "sac_ms_per_update"]
+    a.to.parent.mkdir(parents=True, exist_ok=True)
+    with a.to.with_suffix(".csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env", "lib", "rep", "steps", *keys])
+        w.writerows([(a.env, lib, rep, a.steps, *(f"{r[k]:.3f}" for k in keys))
+                     for lib, rep, r in rows])
+    per_1k = 1000 / a.steps
+
+    def mean(lib: str, key: str) -> float:
+        vals = [r[key] for name, _, r in rows if name == lib]
+        return sum(vals) / len(vals)
+
+    lines = ["| phase (s per 1,000 env steps) | mbrl-bench | mbrl-lib | ratio |",
+             "|---|--:|--:|--:|"]
+    for k in (*PHASES, "total"):
+        o, m = mean("mbrl-bench", k) * per_1k, mean("mbrl-lib", k) * per_1k
+        ratio = f"{m / o:.2f}×" if o > 0.05 else "—"
+        lines.append(f"| {k} | {o:.1f} | {m:.1f} | {ratio} |")
+    o, m = mean("mbrl-bench", "sac_ms_per_update"), mean("mbrl-lib", "sac_ms_per_update")
+    lines.append(f"| SAC ms per update | {o:.2f} | {m:.2f} | {m / o:.2f}× |")
+    note = (f"Measured by `benchmarks/mbpo_speed.py --env {a.env} --random {a.random} --steps "
+            f"{a.steps} --updates {a.updates} --reps {a.reps} --threads {a.threads}` on "
+            f"{platform.machine()} ({platform.processor() or 'cpu'}), {a.threads} torch threads "
+            f"each, code {code_version()}: env steps {a.random}→{a.random + a.steps} after "
+            f"{a.random} uniformly random steps, evaluation excluded, model refits in the window: "
+            f"{mean('mbrl-bench', 'fits'):.0f} (ours), {mean('mbrl-lib', 'fits'):.0f} (mbrl-lib).")
+    md = "\n".join(lines) + "\n\n" + note + "\n"
+    a.to.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
