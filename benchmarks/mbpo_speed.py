@@ -92,8 +92,9 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int
     n_updates = sum(int(r["updates"]) for r in rows)
     return {"env": env, "model_fit": fit, "rollout": roll, "sac": sac,
             "other": total - env - sac - fit - roll, "total": total, "steps": steps,
-            "fits": len(fits) - 1,
-            "sac_ms_per_update": 1e3 * sac / max(n_updates, 1), "diagnostics": model - fit - roll}
+            "fits": len(fits) - 1, "sac_updates": n_updates,
+            "sac_ms_per_update": 1e3 * sac / max(n_updates, 1),
+            "fit_s_per_refit": fit / max(len(fits) - 1, 1), "diagnostics": model - fit - roll}
 
 
 _LINE = re.compile(r"^\s+(\w+)\s+calls=\s*(\d+)\s+total=\s*([\d.]+)s")
@@ -104,7 +105,10 @@ def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: in
     """Run mbrl-lib's MBPO at our settings; its phase timers over the steps after exploration.
 
     Its loop always finishes an epoch (``epoch_length`` steps), so the steps it took are read
-    from its timers (one ``env_step_and_act`` call per env step)."""
+    from its timers (one ``env_step_and_act`` call per env step, exploration included). It
+    refits the model first after ``model_train_freq`` loop steps and makes no SAC update before
+    (its model buffer is empty), where ours refits at the end of exploration and updates from
+    the first step: the table counts updates and gives the time per update."""
     recipe = load_recipe("mbpo", env_id)
     sac, model, roll = (recipe.config(k) for k in ("optimizer", "model", "rollout"))
     per_step = roll.rollout_batch_size // roll.model_train_freq
@@ -142,10 +146,16 @@ def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: in
     total = total_all - totals.get("initial_explore", 0.0) - totals.get("eval", 0.0)
     env_s, fit, r, s = (totals.get(k, 0.0) for k in (
         "env_step_and_act", "model_train", "model_rollout", "sac_update"))
+    # its exploration steps go through the same timed function (inside `initial_explore`)
+    env_calls = calls.get("env_step_and_act", 0)
+    loop_steps = env_calls - random_steps
+    env_s *= loop_steps / max(env_calls, 1)
     return {"env": env_s, "model_fit": fit, "rollout": r, "sac": s,
             "other": total - env_s - fit - r - s, "total": total,
-            "steps": calls.get("env_step_and_act", 0), "fits": calls.get("model_train", 0),
-            "sac_ms_per_update": 1e3 * s / max(calls.get("sac_update", 1), 1)}
+            "steps": loop_steps, "fits": calls.get("model_train", 0),
+            "sac_updates": calls.get("sac_update", 0),
+            "sac_ms_per_update": 1e3 * s / max(calls.get("sac_update", 1), 1),
+            "fit_s_per_refit": fit / max(calls.get("model_train", 1), 1)}
 
 
 def main() -> None:
@@ -169,7 +179,8 @@ def main() -> None:
                  mbrl_lib(a.peer, a.env, a.random, a.steps, a.updates, rep, a.threads))
             rows.append((lib, rep, r))
             print(lib, rep, {k: round(v, 2) for k, v in r.items()}, flush=True)
-    keys = [*PHASES, "total", "steps", "fits", "sac_ms_per_update"]
+    keys = [*PHASES, "total", "steps", "fits", "sac_updates", "sac_ms_per_update",
+            "fit_s_per_refit"]
     a.to.parent.mkdir(parents=True, exist_ok=True)
     with a.to.with_suffix(".csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -189,6 +200,10 @@ def main() -> None:
         lines.append(f"| {k} | {o:.1f} | {m:.1f} | {ratio} |")
     o, m = mean("mbrl-bench", "sac_ms_per_update"), mean("mbrl-lib", "sac_ms_per_update")
     lines.append(f"| SAC ms per update | {o:.2f} | {m:.2f} | {m / o:.2f}× |")
+    o, m = mean("mbrl-bench", "fit_s_per_refit"), mean("mbrl-lib", "fit_s_per_refit")
+    lines.append(f"| model fit s per refit | {o:.2f} | {m:.2f} | {m / o:.2f}× |")
+    o, m = mean("mbrl-bench", "sac_updates"), mean("mbrl-lib", "sac_updates")
+    lines.append(f"| SAC updates in the window | {o:.0f} | {m:.0f} | |")
     note = (f"Measured by `benchmarks/mbpo_speed.py --env {a.env} --random {a.random} --steps "
             f"{a.steps} --updates {a.updates} --reps {a.reps} --threads {a.threads}` on "
             f"{platform.machine()} ({platform.processor() or 'cpu'}), {a.threads} torch threads "
