@@ -303,3 +303,16 @@ def test_max_steps_caps_gradient_steps_whatever_the_data_size() -> None:
         x = torch.randn(n, 2, generator=g)
         out = model.fit(x, torch.randn(n, 1, generator=g), x + 0.1, torch.zeros(n), g)
         assert out["steps"] == 7
+
+
+def test_improvement_from_the_initial_model_stops_a_refit_that_cannot_improve():
+    data = sine_data(300)
+    model = ProbabilisticEnsemble(1, 1, _tiny(max_epochs=5))
+    model.fit(*data, generator=torch.Generator().manual_seed(0))
+    weights = [layer.weight.detach().clone() for layer in model.linear_layers()]
+    # nothing can improve by 99.9999%: the warm-started weights stay, after `patience` epochs
+    model.config = dataclasses.replace(model.config, max_epochs=None, patience=2,
+                                       improvement_threshold=0.999999, improve_from_initial=True)
+    assert model.fit(*data, generator=torch.Generator().manual_seed(1))["epochs"] == 2
+    assert all(torch.equal(w, layer.weight)
+               for w, layer in zip(weights, model.linear_layers(), strict=True))

@@ -167,6 +167,10 @@ class ProbabilisticEnsembleConfig:
     (The official code's counter test is ``> 5``, i.e. it stops after the 6th such epoch.)"""
     improvement_threshold: float = 0.01
     """Relative holdout-MSE decrease that counts as an improvement of one member."""
+    improve_from_initial: bool = False
+    """Measure improvement from each member's holdout MSE before the fit (the warm-started
+    weights, as mbrl-lib does), so a fit whose model already predicts the new data well stops
+    after ``patience`` epochs; False (the official MBPO code): from +inf at every fit."""
     max_epochs: int | None = None
     """Cap on epochs per :meth:`ProbabilisticEnsemble.fit`; None = no cap."""
     max_train_seconds: float | None = None
@@ -430,7 +434,8 @@ class ProbabilisticEnsemble(nn.Module):
         E = self.ensemble_size
         member_params = [p for layer in self.linear_layers() for p in (layer.weight, layer.bias)]
         snapshots = [p.detach().clone() for p in member_params]
-        best = torch.full((E,), float("inf"), device=self.device)
+        best = (self._member_errors(x_hold, y_hold)[0] if cfg.improve_from_initial
+                else torch.full((E,), float("inf"), device=self.device))
         epochs = epochs_since_improvement = steps = 0
         train_loss = float("nan")
         while True:
