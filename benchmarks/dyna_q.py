@@ -40,7 +40,6 @@ MAZE_EPISODES = 50  # Figure 8.2 shows episodes 1-50
 NEAR = 2.0
 """Our reading of "reached (ε-)optimal performance" in Figure 8.2 (steps per episode, mean of
 30 runs, y axis up to 800): the mean over seeds stays within NEAR x the optimal 14 steps."""
-CLIFF_STEPS = 10_000  # enough for 60 episodes with n = 0 (about 6,500 steps); checked below
 
 
 def run(seeds: list[int], out: Path, workers: int) -> pd.DataFrame:
@@ -51,8 +50,8 @@ def run(seeds: list[int], out: Path, workers: int) -> pd.DataFrame:
         (algos / f"dyna-q-n{n}.toml").write_text(
             f'description = "Dyna-Q with n = {n}"\nbase = "dyna-q"\n[loop]\nplanning_steps = {n}\n')
     suite = load_suite("tabular")
-    specs = [*expand(suite, [f"dyna-q-n{n}" for n in PUBLISHED[CLIFF]], seeds, CLIFF_STEPS,
-                     CLIFF, (algos,)),
+    specs = [*expand(suite, [f"dyna-q-n{n}" for n in PUBLISHED[CLIFF]], seeds, None, CLIFF,
+                     (algos,)),
              *expand(suite, [f"dyna-q-n{n}" for n in PUBLISHED[MAZE]], seeds, None, MAZE,
                      (algos,))]
     failed = [o for o in run_all(specs, out / "runs", workers=workers, threads=1,
@@ -76,8 +75,8 @@ def per_run(ep: pd.DataFrame) -> pd.DataFrame:
             g["greedy_return"], g["greedy_length"], opt_ret, opt_len), window=None)
         lo, hi = CLIFF_EPISODES
         if env == CLIFF and len(g) < hi:
-            raise RuntimeError(f"{env} n={n} seed {seed}: only {len(g)} episodes in "
-                               f"{CLIFF_STEPS} steps; raise CLIFF_STEPS")
+            raise RuntimeError(f"{env} n={n} seed {seed}: only {len(g)} episodes; raise the "
+                               "suite's budget")
         rows.append({"env": env, "n": n, "seed": seed, "episodes": len(g),
                      "return_51_60": float(g["return"].iloc[lo - 1:hi].mean()),
                      "first_optimal_episode": first, "greedy_optimal_from": stays})
@@ -130,6 +129,8 @@ def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str
                      f"{picks} | {_median(g['first_optimal_episode'])} | "
                      f"{_median(g['greedy_optimal_from'])} |")
     v = versions()
+    budgets = ", ".join(f"{e.label} {e.budget:,} env steps" for e in load_suite("tabular").envs
+                        if e.label in (CLIFF, MAZE))
     lines += ["", f"Seeds {seeds[0]}–{seeds[-1]} ({len(seeds)} per row); published numbers "
               "from DESIGN.md §6 (Sutton & Barto 2018: the maze from section 8.2, whose text "
               "gives about 25, 5 and 3 episodes to (ε-)optimal performance).", "",
@@ -145,9 +146,8 @@ def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str
               "episode*: the episode after which the greedy policy walks a shortest path and "
               "keeps doing so through the end of the run; medians count a seed that never got "
               "there as infinitely late.",
-              "", f"Budgets: CliffWalking {CLIFF_STEPS} env steps, Dyna maze the suite's "
-              "10,000; ties between greedy actions are broken at random with the run's "
-              "generator; initial Q 0.", "",
+              "", f"Budgets (suite `tabular`): {budgets}; ties between greedy actions are "
+              "broken at random with the run's generator; initial Q 0.", "",
               f"Command: `{command}` — code {code_version()}, Python {v['python']}, numpy "
               f"{v['numpy']}, gymnasium {v['gymnasium']}, on {platform.machine()}."]
     return "\n".join(lines) + "\n"

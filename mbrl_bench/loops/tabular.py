@@ -77,7 +77,8 @@ def greedy_episode(agent: QLearning, env: Any, seed: int, max_steps: int) -> tup
 
 @dataclass
 class _State:
-    """The loop's mutable state between steps (all of it goes into the checkpoint)."""
+    """The loop's mutable state between steps (all but ``rows``, which are written before
+    each checkpoint, goes into the checkpoint)."""
 
     s: int
     step: int = 0
