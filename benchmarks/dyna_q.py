@@ -37,13 +37,15 @@ PUBLISHED = {
 }
 CLIFF_EPISODES = (51, 60)
 MAZE_EPISODES = 50  # Figure 8.2 shows episodes 1-50
+CLIFF_PLOTTED = 100  # episodes of the cliff curve in curves.png / curves.csv
 NEAR = 2.0
 """Our reading of "reached (ε-)optimal performance" in Figure 8.2 (steps per episode, mean of
 30 runs, y axis up to 800): the mean over seeds stays within NEAR x the optimal 14 steps."""
 
 
-def run(seeds: list[int], out: Path, workers: int) -> pd.DataFrame:
-    """Run (or resume, or skip) every run; return their per-episode rows."""
+def run(seeds: list[int], out: Path, workers: int) -> tuple[pd.DataFrame, str]:
+    """Run (or resume, or skip) every run; return their per-episode rows and the code
+    version(s) that made them."""
     algos = out / "algorithms"
     algos.mkdir(parents=True, exist_ok=True)
     for n in sorted({*PUBLISHED[CLIFF], *PUBLISHED[MAZE]}):
@@ -62,7 +64,8 @@ def run(seeds: list[int], out: Path, workers: int) -> pd.DataFrame:
     runs, _ = load_runs(out / "runs")
     ep = load_metrics(runs).merge(runs[["path", "optimal_length", "threshold"]], on="path")
     ep["n"] = ep["algo"].str.removeprefix("dyna-q-n").astype(int)
-    return ep.sort_values(["env", "n", "seed", "episode"]).reset_index(drop=True)
+    made_by = ", ".join(sorted(runs["code_version"].astype(str).unique()))
+    return ep.sort_values(["env", "n", "seed", "episode"]).reset_index(drop=True), made_by
 
 
 def per_run(ep: pd.DataFrame) -> pd.DataFrame:
@@ -84,11 +87,13 @@ def per_run(ep: pd.DataFrame) -> pd.DataFrame:
 
 
 def curves(ep: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of each episode's return and length (episodes all seeds reached)."""
+    """Mean over seeds of each episode's return and length: the cliff's first CLIFF_PLOTTED
+    episodes, the maze's first MAZE_EPISODES (every seed reaches both)."""
     common = (ep.groupby(["env", "n", "seed"])["episode"].max().groupby(["env", "n"]).min()
               .rename("common").reset_index())
     keep = ep.merge(common, on=["env", "n"])
-    keep = keep[keep["episode"] <= keep["common"]]
+    shown = np.where(keep["env"] == CLIFF, CLIFF_PLOTTED, MAZE_EPISODES)
+    keep = keep[keep["episode"] <= np.minimum(keep["common"], shown)]
     return (keep.groupby(["env", "n", "episode"])[["return", "length"]].mean().reset_index()
             .rename(columns={"return": "return_mean", "length": "length_mean"}))
 
@@ -104,7 +109,8 @@ def _median(values: pd.Series) -> str:
     return f"{med:g} ({k}/{len(v)})" if np.isfinite(med) else f"— ({k}/{len(v)})"
 
 
-def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str) -> str:
+def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str,
+          made_by: str) -> str:
     lo, hi = CLIFF_EPISODES
     lines = [f"## CliffWalking-v1: mean return over episodes {lo}–{hi} (ε 0.01, α 0.1, γ 0.9)",
              "", "| n | published | ours: mean ± std over seeds | per-seed range | first optimal "
@@ -121,7 +127,7 @@ def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str
               "|--:|--:|--:|--:|--:|--:|"]
     maze = mean[mean["env"] == MAZE]
     for n, g in runs[runs["env"] == MAZE].groupby("n"):
-        lengths = maze[maze["n"] == n]["length_mean"].to_numpy()[:MAZE_EPISODES]
+        lengths = maze[maze["n"] == n]["length_mean"].to_numpy()
         near = _near_optimal_from(lengths, 14)
         picks = ", ".join(f"{lengths[e - 1]:.0f}" for e in (1, 2, 3, 5, 10, 25, 50)
                           if e <= len(lengths))
@@ -148,7 +154,8 @@ def table(runs: pd.DataFrame, mean: pd.DataFrame, seeds: list[int], command: str
               "there as infinitely late.",
               "", f"Budgets (suite `tabular`): {budgets}; ties between greedy actions are "
               "broken at random with the run's generator; initial Q 0.", "",
-              f"Command: `{command}` — code {code_version()}, Python {v['python']}, numpy "
+              f"Command: `{command}` — runs made by code {made_by}, summarised by "
+              f"{code_version()}; Python {v['python']}, numpy "
               f"{v['numpy']}, gymnasium {v['gymnasium']}, on {platform.machine()}."]
     return "\n".join(lines) + "\n"
 
@@ -158,12 +165,11 @@ def plot(mean: pd.DataFrame, path: Path) -> None:
     FigureCanvasAgg(fig)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     for n, g in mean[mean["env"] == CLIFF].groupby("n"):
-        left.plot(g["episode"][:100], g["return_mean"][:100], label=f"n = {n}")
+        left.plot(g["episode"], g["return_mean"], label=f"n = {n}")
     left.set(title="CliffWalking-v1: return per episode (mean over seeds)", xlabel="episode",
              ylabel="return", ylim=(-200, 0))
     for n, g in mean[mean["env"] == MAZE].groupby("n"):
-        right.plot(g["episode"][:MAZE_EPISODES], g["length_mean"][:MAZE_EPISODES],
-                   label=f"n = {n}")
+        right.plot(g["episode"], g["length_mean"], label=f"n = {n}")
     right.set(title="Dyna maze: steps per episode (mean over seeds)", xlabel="episode",
               ylabel="steps", ylim=(0, 800))
     for ax in (left, right):
@@ -180,13 +186,13 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     a = p.parse_args()
     seeds = list(range(a.seeds))
-    ep = run(seeds, a.out, a.workers)
+    ep, made_by = run(seeds, a.out, a.workers)
     runs, mean = per_run(ep), curves(ep)
     a.to.mkdir(parents=True, exist_ok=True)
     runs.to_csv(a.to / "runs.csv", index=False)
     mean.to_csv(a.to / "curves.csv", index=False, float_format="%.4g")
     command = f"python benchmarks/dyna_q.py --seeds {a.seeds} --out {a.out} --to {a.to}"
-    text = table(runs, mean, seeds, command)
+    text = table(runs, mean, seeds, command, made_by)
     (a.to / "table.md").write_text(text)
     plot(mean, a.to / "curves.png")
     print(text)
