@@ -373,7 +373,9 @@ def test_episodes_to_optimal_on_hand_made_episodes() -> None:
 def test_bench_episodes_reports_tabular_runs(tmp_path: Path) -> None:
     out = tmp_path / "res"
     extra = "threshold = 1.0\noptimal_length = 14"
-    (tmp_path / "t.toml").write_text(suite_text("mbrl_bench/DynaMaze-v0", 3000, 1000, extra))
+    no_optimum = '[[envs]]\nid = "FrozenLake-v1"\nbudget = 500\neval_every = 500\n'
+    (tmp_path / "t.toml").write_text(suite_text("mbrl_bench/DynaMaze-v0", 3000, 1000, extra)
+                                     + no_optimum)
     runner = CliRunner()
     res = runner.invoke(app, ["run", "--suite", str(tmp_path / "t.toml"), "--seeds", "0,1",
                               "--algos", "dyna-q,q-learning", "--out", str(out)])
@@ -382,9 +384,14 @@ def test_bench_episodes_reports_tabular_runs(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     with (out / "episodes.csv").open() as f:
         table = list(csv.DictReader(f))
-    assert {(r["algo"], r["seed"]) for r in table} == {
-        (a, s) for a in ("dyna-q", "q-learning") for s in ("0", "1")}
-    for r in table:
+    assert {(r["env"], r["algo"], r["seed"]) for r in table} == {
+        (e, a, s) for e in ("mbrl_bench_DynaMaze-v0", "FrozenLake-v1")
+        for a in ("dyna-q", "q-learning") for s in ("0", "1")}
+    lake = [r for r in table if r["env"] == "FrozenLake-v1"]
+    assert all(r["first_optimal"] == r["optimal_length"] == "" for r in lake)
+    assert "| FrozenLake-v1 | dyna-q | 2 |" in (out / "episodes.md").read_text()
+    assert "no optimum set" in (out / "episodes.md").read_text()
+    for r in (r for r in table if r["env"] != "FrozenLake-v1"):
         ep = rows(out / "t" / "mbrl_bench_DynaMaze-v0" / r["algo"] / f"seed_{r['seed']}"
                   / "metrics.csv")
         assert int(r["episodes"]) == len(ep)

@@ -92,12 +92,13 @@ def format_episode_markdown(table: pd.DataFrame) -> str:
              "| :-- | :-- | :-- | --: | --: | :-- | --: | --: | --: |"]
     for (suite, env, algo), g in table.groupby(["suite", "env", "algo"], sort=True):
         ret, length = g["optimal_return"].iloc[0], g["optimal_length"].iloc[0]
-        optimum = ", ".join(s for s in (f"≥ {ret:g}" if not math.isnan(ret) else "",
-                                        f"≤ {length:g} steps" if not math.isnan(length) else "")
-                            if s) or "—"
+        optimum = "—" if math.isnan(length) else ", ".join(
+            s for s in (f"≥ {ret:g}" if not math.isnan(ret) else "", f"≤ {length:g} steps") if s)
         last = g["last10_return"]
+        has = not math.isnan(length)  # episodes to optimal need an optimal length
+        first = _median_reached(g["first_optimal"]) if has else "no optimum set"
+        greedy = _median_reached(g["greedy_optimal_from"]) if has else "no optimum set"
         lines.append(f"| {suite} | {env} | {algo} | {len(g)} | {g['episodes'].mean():.0f} | "
-                     f"{optimum} | {_median_reached(g['first_optimal'])} | "
-                     f"{_median_reached(g['greedy_optimal_from'])} | "
+                     f"{optimum} | {first} | {greedy} | "
                      f"{last.mean():.2f} ± {last.std(ddof=0):.2f} |")
     return "\n".join(lines) + "\n"
