@@ -295,11 +295,13 @@ eval_every = 50
                                                     ("Pendulum-v1", "sac")]
     assert "mbrl_bench_DynaMaze-v0 × sac" in notes[0] and "Pendulum-v1 × dyna-q" in notes[0]
     preflight(got[:1], tmp_path / "out")  # no termination function for the maze: fine
-    with pytest.raises(ConfigError, match="dyna-q needs environments with discrete spaces"):
-        expand(suite, ["dyna-q", "sac"], [0], env_filter="Pendulum", progress=notes.append)
+    only_sac = expand(suite, ["dyna-q", "sac"], [0], env_filter="Pendulum", progress=notes.append)
+    assert [s.algo for s in only_sac] == ["sac"] and "Pendulum-v1 × dyna-q" in notes[-1]
+    with pytest.raises(ConfigError, match=r"\(dyna-q needs discrete; Pendulum-v1 is box\)"):
+        expand(suite, ["dyna-q"], [0], env_filter="Pendulum", progress=notes.append)
     (tmp_path / "t.toml").write_text(text + '[[envs]]\nid = "CartPole-v1"\nbudget = 10\n'
                                      'eval_every = 5\n')
-    with pytest.raises(UnsupportedEnvError, match=r"CartPole-v1 .* none of the algorithms"):
+    with pytest.raises(UnsupportedEnvError, match=r"CartPole-v1 .*: no loop can run"):
         expand(load_suite(str(tmp_path / "t.toml")), ["dyna-q", "sac"], [0],
                progress=notes.append)
 

@@ -61,9 +61,9 @@ def expand(
 
     ``steps`` replaces every budget; ``env_filter`` is a glob or substring on name or id.
     A suite may mix tasks of different kinds (continuous control and tabular): a pair whose
-    environment's spaces do not suit the recipe's loop is skipped (one ``progress`` line
-    names them all), but an algorithm that suits none of the environments, or an environment
-    that suits none of the algorithms, is an error.
+    environment's spaces do not suit the recipe's loop is skipped, and one ``progress`` line
+    names every skipped pair. It is an error if no run is left, or if an environment's spaces
+    suit no loop at all.
     """
     entries = list(suite.envs)
     if env_filter:
@@ -99,36 +99,37 @@ def expand(
                 recipe = recipe.with_config(
                     "loop", replace(loop_cfg, initial_random_steps=entry.initial_random_steps))
             specs.extend(RunSpec(suite.name, entry, name, seed, recipe) for seed in seeds)
-    _check_pairs(suite, kinds, names, specs, skipped)
+    _check_left(suite, kinds, specs, skipped)
     if skipped:
         progress(f"skipped {len(skipped)} environment × algorithm pair(s) whose spaces do not "
                  "suit the loop: " + ", ".join(f"{e.label} × {a}" for e, a, _ in skipped))
     return specs
 
 
-def _space_kind(entry: EnvEntry) -> SpaceKind | None:
+def _space_kind(entry: EnvEntry) -> SpaceKind:
     env = make_env(entry.id, entry.kwargs)
     try:
-        return space_kind(env)
+        kind = space_kind(env)
+        if kind is None:
+            raise UnsupportedEnvError(
+                f"{entry.label} ({entry.id}): no loop can run observations "
+                f"{env.observation_space} with actions {env.action_space} (box loops need flat "
+                "Box observations and bounded Box actions, the tabular loop Discrete ones)")
+        return kind
     finally:
         env.close()
 
 
-def _check_pairs(suite: Suite, kinds: dict[str, SpaceKind | None], names: list[str],
-                 specs: list[RunSpec], skipped: list[tuple[EnvEntry, str, SpaceKind]]) -> None:
-    """Every algorithm and every environment must have at least one run."""
-    for name in names:
-        if not any(s.algo == name for s in specs):
-            space = next(sk[2] for sk in skipped if sk[1] == name)
-            raise ConfigError(suite.name, "--algos", f"{name} needs environments with {space} "
-                              "spaces; none of the suite's selected environments has them")
-    for entry, _, _ in skipped:
-        if not any(s.env.label == entry.label for s in specs):
-            have = {"box": "continuous (Box)", "discrete": "Discrete"}.get(
-                str(kinds[entry.label]), "neither Box nor Discrete")
-            raise UnsupportedEnvError(
-                f"{entry.label} ({entry.id}) has {have} observations and actions; none of the "
-                f"algorithms ({', '.join(names)}) has a loop for them")
+def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
+                skipped: list[tuple[EnvEntry, str, SpaceKind]]) -> None:
+    """An error naming what the algorithms need and what the environments have, if no run is
+    left."""
+    if specs:
+        return
+    need = ", ".join(f"{a} needs {k}" for a, k in dict((a, k) for _, a, k in skipped).items())
+    have = ", ".join(f"{label} is {k}" for label, k in kinds.items())
+    raise ConfigError(suite.name, "--algos", f"no algorithm suits the selected environments' "
+                      f"spaces ({need}; {have})")
 
 
 def preflight(specs: Sequence[RunSpec], out: Path) -> None:
