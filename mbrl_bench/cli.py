@@ -186,6 +186,31 @@ def plot(
     typer.echo(f"written: {path}")
 
 
+@app.command()
+def episodes(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write episodes.csv / episodes.md "
+                                             "(default: RESULTS_DIR).")] = None,
+) -> None:
+    """Episodes to optimal of tabular runs: the first optimal training episode, the episode
+    from which the greedy policy stays optimal, and the return of the last episodes. The
+    optimum is the suite's `threshold` (return) and `optimal_length`."""
+    from mbrl_bench.reporting.episodes import episode_table, format_episode_markdown
+
+    runs, _ = _load_runs(results_dir)
+    table = episode_table(runs)
+    if table.empty:
+        _fail(f"no per-episode rows (tabular runs) under {results_dir}")
+        return
+    dest = out or results_dir
+    dest.mkdir(parents=True, exist_ok=True)
+    table.to_csv(dest / "episodes.csv", index=False)
+    text = format_episode_markdown(table)
+    (dest / "episodes.md").write_text(text, encoding="utf-8")
+    typer.echo(text)
+    typer.echo(f"written: {dest / 'episodes.csv'}, {dest / 'episodes.md'}")
+
+
 DIAGNOSTICS = ["eps_m", "eps_pi", "bound_branched", "k", "model_holdout_mse",
                "compounding_mse_h1", "compounding_mse_h5", "model_fit_s", "return_mean",
                "model_return_mean"]

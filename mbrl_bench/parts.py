@@ -32,6 +32,12 @@ class LoopDef:
     optional: tuple[str, ...] = ()
     together: tuple[tuple[str, ...], ...] = ()
     """Groups of optional parts that come all or none (e.g. a model and its rollout scheme)."""
+    accepts: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(kind, names): the only registered parts of that kind this loop can use (e.g. the
+    tabular loop takes the tabular model, not a neural one); kinds not listed take any."""
+    needs_termination: bool = True
+    """Whether a recipe of this loop with a model, rollout or planner needs the environment's
+    termination function (a tabular model learns terminations from data instead)."""
 
     def check_recipe(self, recipe: Recipe) -> None:
         kinds = {p.kind for p in recipe.parts}
@@ -41,6 +47,11 @@ class LoopDef:
                 raise ConfigError(recipe.source, kind, f"missing; the {loop!r} loop needs a {kind}")
         for kind in kinds - {"loop", *self.required, *self.optional}:
             raise ConfigError(recipe.source, kind, f"the {loop!r} loop takes no {kind}")
+        for kind, names in self.accepts:
+            part = recipe.part(kind)
+            if part is not None and part.name not in names:
+                raise ConfigError(recipe.source, f"{kind}.name", f"the {loop!r} loop takes "
+                                  f"{' or '.join(repr(n) for n in names)}, not {part.name!r}")
         for group in self.together:
             present = [k for k in group if k in kinds]
             if present and len(present) != len(group):
@@ -70,7 +81,14 @@ def registry_for(kind: str) -> Registry[Any]:
 def _register_all() -> None:
     from dataclasses import replace
 
+    from mbrl_bench.agents.tabular import (
+        QLearning,
+        QLearningConfig,
+        TabularModel,
+        TabularModelConfig,
+    )
     from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
+    from mbrl_bench.loops.tabular import TabularLoopConfig, run_tabular_loop
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
     from mbrl_bench.rollouts import BranchedModelData, BranchedRolloutConfig
 
@@ -96,6 +114,22 @@ def _register_all() -> None:
         ProbabilisticEnsembleConfig,
         lambda obs_dim, act_dim, cfg, generator: ProbabilisticEnsemble(
             obs_dim, act_dim, replace(cfg, deterministic=True), generator=generator),
+    )
+    OPTIMIZERS.add(
+        "q-learning", "Tabular Q-learning: ε-greedy with random tie-breaking, one-step updates",
+        QLearningConfig, QLearning,
+    )
+    MODELS.add(
+        "tabular", "Tabular model of (r, s', terminated) per (s, a): last seen, or counts",
+        TabularModelConfig, TabularModel,
+    )
+    LOOPS.add(
+        "tabular",
+        "Tabular loop (Dyna-Q): act, Q-update, model update, n planning updates, evaluate",
+        TabularLoopConfig,
+        LoopDef(run_tabular_loop, "discrete", required=("optimizer", "model"),
+                accepts=(("optimizer", ("q-learning",)), ("model", ("tabular",))),
+                needs_termination=False),
     )
     ROLLOUTS.add(
         "branched", "MBPO's branched k-step rollouts from real states, k on a schedule",

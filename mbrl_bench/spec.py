@@ -104,7 +104,12 @@ class EnvEntry:
     reporting_budgets: tuple[int, ...] = ()
     """Budgets at which ``bench table`` reports returns (default: the budget)."""
     threshold: float | None = None
-    """Return threshold for steps-to-threshold in the table."""
+    """Return threshold for steps-to-threshold in the table (with ``optimal_length``, the
+    optimal return of one episode)."""
+    optimal_length: int | None = None
+    """Length of a shortest successful episode, for deterministic tabular tasks with one start:
+    ``bench episodes`` counts an episode as optimal when it is at most this long and its
+    return reaches ``threshold`` (if set)."""
     initial_random_steps: int | None = None
     """Replaces the recipe loop's `initial_random_steps` for this task (applied at expansion)."""
 
@@ -119,6 +124,8 @@ class EnvEntry:
               "reporting_budgets", "increasing budgets without repeats")
         check(self.initial_random_steps is None or self.initial_random_steps >= 0,
               "initial_random_steps", "a non-negative integer")
+        check(self.optimal_length is None or self.optimal_length > 0, "optimal_length",
+              "a positive number of steps")
         check(self.name == "" or bool(_NAME_RE.match(self.name)), "name",
               "letters, digits, '.', '_' or '-'")
 
@@ -309,6 +316,12 @@ def _parts(data: dict[str, Any], source: str) -> tuple[Part, ...]:
     return tuple(_build_part(kind, data[kind], source) for kind in PART_KINDS if kind in data)
 
 
+_ADDED_LATER = ("optimal_length",)
+"""EnvEntry fields added after runs were made: left out of the hash while unset, so those runs
+keep their hash (and resume)."""
+
+
 def recipe_hash(recipe: Recipe, entry: EnvEntry, seed: int) -> str:
     """Hash identifying a run's resolved configuration (recipe, environment entry, seed)."""
-    return stable_hash({"recipe": recipe.to_dict(), "env": to_dict(entry), "seed": seed})
+    env = {k: v for k, v in to_dict(entry).items() if not (k in _ADDED_LATER and v is None)}
+    return stable_hash({"recipe": recipe.to_dict(), "env": env, "seed": seed})

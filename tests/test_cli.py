@@ -17,7 +17,8 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "4 complete" in res.output
+    assert "5 complete" in res.output
+    assert "DynaMaze × sac" in res.output  # mixed suite: pairs whose spaces differ are skipped
     res = runner.invoke(app, ["table", str(out)])
     assert res.exit_code == 0, res.output
     with (out / "table.csv").open() as f:
@@ -25,7 +26,8 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     got = {(r["env"], r["algo"], int(r["budget"])) for r in table}
     assert got == {(env, algo, b) for algo in ("sac", "mbpo") for env, b in (
         ("mbrl_bench_PointMass-v0", 150), ("mbrl_bench_PointMass-v0", 300),
-        ("Pendulum-v1", 150), ("Pendulum-v1", 300))}
+        ("Pendulum-v1", 150), ("Pendulum-v1", 300))} | {
+        ("DynaMaze", "dyna-q", 1000), ("DynaMaze", "dyna-q", 2000)}
     assert all(int(r["n_seeds"]) == 1 for r in table)
     assert "| smoke | Pendulum-v1 | sac |" in (out / "table.md").read_text()
     res = runner.invoke(app, ["plot", str(out)])
@@ -40,7 +42,7 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--budgets" in res.output
     # running the same command again skips everything
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
-    assert "4 skipped" in res.output
+    assert "5 skipped" in res.output
 
 
 def test_run_options_select_envs_seeds_and_steps(tmp_path: Path) -> None:
@@ -73,9 +75,10 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, args: list[str], fragment
 def test_list_and_help() -> None:
     res = runner.invoke(app, ["list"])
     assert res.exit_code == 0
-    for name in ("sac", "policy", "smoke", "classic", "mujoco", "Hopper-v5"):
+    for name in ("sac", "policy", "smoke", "classic", "mujoco", "Hopper-v5", "dyna-q",
+                 "q-learning", "tabular"):
         assert name in res.output
-    for cmd in ("run", "list", "table", "plot"):
+    for cmd in ("run", "list", "table", "plot", "episodes"):
         res = runner.invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
 

@@ -4,7 +4,9 @@ Our own environments are registered with gymnasium under the ``mbrl_bench/`` nam
 module is imported. :func:`get_env_state` / :func:`set_env_state` capture everything needed to
 continue a training episode bit for bit after a resume: for MuJoCo tasks the integration state
 (``mj_getState`` with ``mjSTATE_INTEGRATION``), for classic-control and our own tasks the
-``state`` array; in both cases the environment's ``np_random`` and the time limit's elapsed steps.
+``state`` array, for gymnasium's toy-text tasks (CliffWalking, FrozenLake, Taxi) and our Dyna maze
+the current cell ``s`` and the few attributes their ``step`` reads; in every case the
+environment's ``np_random`` and the time limit's elapsed steps.
 (``copy.deepcopy`` of a MuJoCo env does not reproduce its trajectory: see DESIGN.md §8.)
 """
 
@@ -17,9 +19,11 @@ import numpy as np
 
 from mbrl_bench.errors import UnsupportedEnvError
 
-OUR_ENVS = {
+OUR_ENVS: dict[str, tuple[str, int | None]] = {
     "mbrl_bench/PointMass-v0": ("mbrl_bench.envs.point_mass:PointMassEnv", 50),
+    "mbrl_bench/DynaMaze-v0": ("mbrl_bench.envs.dyna_maze:DynaMazeEnv", None),
 }
+"""Our environments: id -> (entry point, time limit in steps or None)."""
 
 for _id, (_entry, _steps) in OUR_ENVS.items():
     if _id not in gym.registry:
@@ -62,6 +66,18 @@ def check_spaces(env: gym.Env, kind: SpaceKind) -> None:
             )
 
 
+def space_kind(env: gym.Env) -> SpaceKind | None:
+    """The kind of loop whose spaces ``env`` has (see :func:`check_spaces`), or None."""
+    kinds: tuple[SpaceKind, ...] = ("box", "discrete")
+    for kind in kinds:
+        try:
+            check_spaces(env, kind)
+        except UnsupportedEnvError:
+            continue
+        return kind
+    return None
+
+
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
     e: Any = env
     while isinstance(e, gym.Wrapper):
@@ -69,6 +85,18 @@ def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
             return e
         e = e.env
     return None
+
+
+DISCRETE_STATE = ("s", "lastaction", "fickle_step", "taxi_orientation")
+"""Attributes that make up a toy-text env's state (those it has): the current cell, and what
+Taxi's ``step`` and rendering read."""
+
+
+def _plain(value: Any) -> int | bool | None:
+    """An attribute of :data:`DISCRETE_STATE` as plain data (numpy scalars are not)."""
+    if value is None or isinstance(value, bool | np.bool_):
+        return None if value is None else bool(value)
+    return int(value)
 
 
 def get_env_state(env: gym.Env) -> dict[str, Any] | None:
@@ -91,6 +119,9 @@ def get_env_state(env: gym.Env) -> dict[str, Any] | None:
     if isinstance(getattr(base, "state", None), np.ndarray | tuple | list):
         out["state"] = np.asarray(base.state, dtype=np.float64).tolist()
         return out
+    if isinstance(getattr(base, "s", None), int | np.integer):
+        out["discrete"] = {k: _plain(getattr(base, k)) for k in DISCRETE_STATE if hasattr(base, k)}
+        return out
     return None
 
 
@@ -109,6 +140,9 @@ def set_env_state(env: gym.Env, saved: dict[str, Any]) -> None:
         mujoco.mj_forward(base.model, base.data)
     elif "state" in saved:
         base.state = np.asarray(saved["state"], dtype=np.float64)
+    elif "discrete" in saved:
+        for key, value in saved["discrete"].items():
+            setattr(base, key, value)
 
 
 def _register_our_terminations() -> None:

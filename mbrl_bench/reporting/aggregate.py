@@ -23,8 +23,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "episodes_to_optimal",
     "iqm",
     "mean_ci",
+    "optimal_episodes",
     "performance_profile",
     "probability_of_improvement",
     "steps_to_threshold",
@@ -251,3 +253,67 @@ def steps_to_threshold(env_steps: ArrayLike, returns: ArrayLike, threshold: floa
     if hits.size == 0:
         return None
     return int(steps[hits[0]])
+
+
+def optimal_episodes(
+    returns: ArrayLike, lengths: ArrayLike, optimal_return: float | None,
+    optimal_length: int | None,
+) -> NDArray[np.bool_]:
+    """Which episodes are optimal: return at least ``optimal_return`` and length at most
+    ``optimal_length`` (a criterion that is ``None`` is not checked; at least one must be set).
+
+    Args:
+        returns: ``(E,)`` episode returns (NaN is never optimal).
+        lengths: ``(E,)`` episode lengths in steps.
+        optimal_return: the optimal return (e.g. -13 on CliffWalking).
+        optimal_length: the length of a shortest successful episode (e.g. 14 in the Dyna maze).
+
+    Returns:
+        ``(E,)`` booleans.
+    """
+    rets = np.asarray(returns, dtype=np.float64)
+    lens = np.asarray(lengths, dtype=np.float64)
+    if rets.shape != lens.shape or rets.ndim != 1:
+        raise ValueError(f"returns and lengths must both have shape (E,), got {rets.shape} and "
+                         f"{lens.shape}")
+    if optimal_return is None and optimal_length is None:
+        raise ValueError("give optimal_return, optimal_length or both")
+    ok = ~np.isnan(rets)
+    if optimal_return is not None:
+        ok &= rets >= optimal_return
+    if optimal_length is not None:
+        ok &= lens <= optimal_length
+    return ok
+
+
+def episodes_to_optimal(optimal: ArrayLike, window: int | None = 1) -> int | None:
+    """Episodes it took to become optimal: the first episode of a run of optimal episodes.
+
+    Episodes are numbered from 1. The result is the smallest ``e`` such that episodes
+    ``e, e + 1, ..., e + window - 1`` are all optimal; with ``window=None``, such that episode
+    ``e`` and every later episode (through the last one given) are optimal. So ``window=1`` is
+    the first optimal episode, and ``window=None`` the episode from which a run stays optimal.
+
+    Args:
+        optimal: ``(E,)`` booleans, one per episode in order (see :func:`optimal_episodes`).
+        window: how many consecutive optimal episodes count (``None``: all the remaining ones).
+
+    Returns:
+        ``e`` (1-based), or ``None`` if no ``window`` consecutive episodes are optimal (or, for
+        ``window=None``, if the last episode is not).
+    """
+    ok = np.asarray(optimal, dtype=bool)
+    if ok.ndim != 1:
+        raise ValueError(f"optimal must have shape (E,), got {ok.shape}")
+    if window is not None and window < 1:
+        raise ValueError(f"window must be a positive number of episodes or None, got {window!r}")
+    if window is None:
+        if ok.size == 0 or not ok[-1]:
+            return None
+        bad = np.flatnonzero(~ok)
+        return int(bad[-1]) + 2 if bad.size else 1
+    if ok.size < window:
+        return None
+    runs = np.convolve(ok.astype(np.int64), np.ones(window, dtype=np.int64), mode="valid")
+    hits = np.flatnonzero(runs == window)
+    return int(hits[0]) + 1 if hits.size else None

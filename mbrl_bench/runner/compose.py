@@ -29,6 +29,9 @@ class Components:
     np_rng: np.random.Generator
     optimizer: Any = None
     model_phase: Any = None
+    model: Any = None
+    """A model the loop uses directly (the tabular loop's; model-based policy loops reach
+    theirs through ``model_phase``)."""
 
 
 def seeds_for(seed: int) -> tuple[int, int, int]:
@@ -50,6 +53,8 @@ def compose(spec: RunSpec) -> Components:
     torch.manual_seed(torch_seed)  # parameter initialisation uses torch's default generator
     c = Components(spec, loop, loop_part.config, env, eval_env, env_seed, torch_gen,
                    np.random.default_rng(np_seed))
+    if loop.space == "discrete":
+        return _compose_tabular(c, env)
     space: Any = env.action_space
     obs_dim = int(np.prod(env.observation_space.shape or (1,)))
     act_dim = int(np.prod(space.shape or (1,)))
@@ -64,4 +69,17 @@ def compose(spec: RunSpec) -> Components:
             net, termination_fn_for(env), rollout.config, obs_dim, act_dim,
             start_step=loop_part.config.initial_random_steps, gamma=opt.config.gamma if opt
             else 0.99, actor=c.optimizer.actor, generator=torch_gen)
+    return c
+
+
+def _compose_tabular(c: Components, env: gym.Env) -> Components:
+    """Tabular parts are sized by the numbers of states and actions; their model learns
+    rewards and terminations from data, so no termination function is needed."""
+    space: Any = env.observation_space
+    n_states, n_actions = int(space.n), int(env.action_space.n)  # type: ignore[attr-defined]
+    opt, model = c.spec.recipe.part("optimizer"), c.spec.recipe.part("model")
+    if opt is not None:
+        c.optimizer = OPTIMIZERS.get(opt.name).factory(n_states, n_actions, opt.config)
+    if model is not None:
+        c.model = MODELS.get(model.name).factory(n_states, n_actions, model.config)
     return c

@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from mbrl_bench.envs.make import check_spaces, make_env
+from mbrl_bench.envs.make import SpaceKind, check_spaces, make_env, space_kind
 from mbrl_bench.envs.termination import termination_fn_for
-from mbrl_bench.errors import ConfigError
+from mbrl_bench.errors import ConfigError, UnsupportedEnvError
 from mbrl_bench.parts import LOOPS
 from mbrl_bench.runner.spec import RunSpec
 from mbrl_bench.runner.store import (
@@ -55,10 +55,15 @@ def _with_steps(entry: EnvEntry, steps: int) -> EnvEntry:
 def expand(
     suite: Suite, algos: Sequence[str], seeds: Sequence[int], steps: int | None = None,
     env_filter: str | None = None, extra_dirs: tuple[Path, ...] = (),
+    progress: Callable[[str], None] = print,
 ) -> list[RunSpec]:
     """All runs of ``suite`` × ``algos`` × ``seeds`` (recipes resolved per environment).
 
     ``steps`` replaces every budget; ``env_filter`` is a glob or substring on name or id.
+    A suite may mix tasks of different kinds (continuous control and tabular): a pair whose
+    environment's spaces do not suit the recipe's loop is skipped, and one ``progress`` line
+    names every skipped pair. It is an error if no run is left, or if an environment's spaces
+    suit no loop at all.
     """
     entries = list(suite.envs)
     if env_filter:
@@ -74,21 +79,57 @@ def expand(
     if not algos:
         raise ConfigError(suite.name, "algorithms", "no algorithms: give --algos or list "
                           "`algorithms` in the suite")
-    specs: list[RunSpec] = []
     names = [Path(a).stem for a in algos]
     if len(set(names)) != len(names):
         raise ConfigError(suite.name, "--algos", f"two recipes share a name ({', '.join(algos)})"
                           "; their runs would share folders")
+    specs: list[RunSpec] = []
+    skipped: list[tuple[EnvEntry, str, SpaceKind]] = []  # (entry, algo, its loop's space kind)
+    kinds = {e.label: _space_kind(e) for e in entries}
     for entry in entries:
         for algo in algos:
             recipe = load_recipe(algo, entry.id, extra_dirs)
+            space = LOOPS.get(recipe.parts[0].name).factory.space
+            name = Path(algo).stem
+            if kinds[entry.label] != space:
+                skipped.append((entry, name, space))
+                continue
             loop_cfg = recipe.config("loop")
             if entry.initial_random_steps is not None and hasattr(loop_cfg, "initial_random_steps"):
                 recipe = recipe.with_config(
                     "loop", replace(loop_cfg, initial_random_steps=entry.initial_random_steps))
-            name = Path(algo).stem
             specs.extend(RunSpec(suite.name, entry, name, seed, recipe) for seed in seeds)
+    _check_left(suite, kinds, specs, skipped)
+    if skipped:
+        progress(f"skipped {len(skipped)} environment × algorithm pair(s) whose spaces do not "
+                 "suit the loop: " + ", ".join(f"{e.label} × {a}" for e, a, _ in skipped))
     return specs
+
+
+def _space_kind(entry: EnvEntry) -> SpaceKind:
+    env = make_env(entry.id, entry.kwargs)
+    try:
+        kind = space_kind(env)
+        if kind is None:
+            raise UnsupportedEnvError(
+                f"{entry.label} ({entry.id}): no loop can run observations "
+                f"{env.observation_space} with actions {env.action_space} (box loops need flat "
+                "Box observations and bounded Box actions, the tabular loop Discrete ones)")
+        return kind
+    finally:
+        env.close()
+
+
+def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
+                skipped: list[tuple[EnvEntry, str, SpaceKind]]) -> None:
+    """An error naming what the algorithms need and what the environments have, if no run is
+    left."""
+    if specs:
+        return
+    need = ", ".join(f"{a} needs {k}" for a, k in dict((a, k) for _, a, k in skipped).items())
+    have = ", ".join(f"{label} is {k}" for label, k in kinds.items())
+    raise ConfigError(suite.name, "--algos", f"no algorithm suits the selected environments' "
+                      f"spaces ({need}; {have})")
 
 
 def preflight(specs: Sequence[RunSpec], out: Path) -> None:
@@ -97,7 +138,8 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
     checked: set[tuple[str, str, bool]] = set()
     for spec in specs:
         loop = LOOPS.get(spec.recipe.parts[0].name).factory
-        needs_term = any(spec.recipe.part(k) is not None for k in MODEL_KINDS)
+        needs_term = loop.needs_termination and any(
+            spec.recipe.part(k) is not None for k in MODEL_KINDS)
         key = (spec.env.label, loop.space, needs_term)
         if key not in checked:
             checked.add(key)

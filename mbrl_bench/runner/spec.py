@@ -37,6 +37,7 @@ class RunSpec:
             "run_id": self.run_id, "suite": self.suite, "env": self.env.label,
             "env_id": self.env.id, "algo": self.algo, "seed": self.seed,
             "budget": self.env.budget, "reporting_budgets": list(self.env.budgets),
-            "threshold": self.env.threshold, "config_hash": self.config_hash,
+            "threshold": self.env.threshold, "optimal_length": self.env.optimal_length,
+            "config_hash": self.config_hash,
             "config": {"recipe": self.recipe.to_dict(), "env": to_dict(self.env)},
         }

@@ -100,13 +100,20 @@ class RunStore:
 
     # ------------------------------------------------------------------ rows
     def append_eval(self, row: dict[str, Any]) -> None:
-        self._append(self.dir / EVALS_FILE, list(EVAL_COLUMNS), row)
+        self._append(self.dir / EVALS_FILE, list(EVAL_COLUMNS), [row])
 
     def append_metrics(self, row: dict[str, Any]) -> None:
+        self.extend_metrics([row])
+
+    def extend_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``rows`` to ``metrics.csv`` with one flush (for loops that log many small
+        rows, e.g. one per episode, between two checkpoints)."""
+        if not rows:
+            return
         path = self.dir / METRICS_FILE
         if self._metric_columns is None:
-            self._metric_columns = self._header(path) or list(row)
-        self._metric_columns = self._append(path, self._metric_columns, row)
+            self._metric_columns = self._header(path) or list(rows[0])
+        self._metric_columns = self._append(path, self._metric_columns, rows)
 
     @staticmethod
     def _header(path: Path) -> list[str]:
@@ -116,8 +123,8 @@ class RunStore:
             return next(csv.reader(f), [])
 
     @classmethod
-    def _append(cls, path: Path, columns: list[str], row: dict[str, Any]) -> list[str]:
-        """Append ``row``; returns the file's columns.
+    def _append(cls, path: Path, columns: list[str], rows: list[dict[str, Any]]) -> list[str]:
+        """Append ``rows`` (one flush); returns the file's columns.
 
         A file written by an earlier version (a run resumed after an upgrade) may lack columns
         that rows now carry: its header is extended once (atomically), the old rows keep empty
@@ -126,7 +133,7 @@ class RunStore:
         header = cls._header(path)
         if header and header != columns:
             columns = header + [c for c in columns if c not in header]
-        missing = [c for c in row if c not in columns]
+        missing = [c for c in dict.fromkeys(c for row in rows for c in row) if c not in columns]
         columns = columns + missing
         if header and header != columns:
             cls._rewrite(path, columns, cls._read(path))
@@ -135,7 +142,7 @@ class RunStore:
             w = csv.DictWriter(f, fieldnames=columns, restval="")
             if new:
                 w.writeheader()
-            w.writerow(row)
+            w.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
         return columns
