@@ -35,6 +35,7 @@ from mbrl_bench.diagnostics import (
     pinsker_tv,
     rollout_length,
 )
+from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv, TerminationFn
 
@@ -214,13 +215,20 @@ class BranchedModelData:
                          generator: torch.Generator) -> float:
         """Mean return of the deterministic policy in the model from ``start_obs`` (``N x O``,
         the evaluation episodes' first observations), for comparison with the real evaluation
-        return (model exploitation). NaN before the first fit. ``generator`` is the caller's
-        own, so this measurement does not change the training's random numbers."""
+        return (model exploitation). ``generator`` is the caller's own, so this measurement
+        does not change the training's random numbers.
+
+        NaN before the first fit, and when the imagined episode diverges (a non-finite state
+        within ``horizon`` steps, which long open-loop rollouts of a learned model can reach
+        where one-step training rollouts never go): a diagnostic never ends a run."""
         if not self.fitted_step:
             return math.nan
         env = ModelEnv(self.model, self.termination_fn, propagation=self.config.propagation,
                        generator=generator)
-        return float(model_return(env, agent, start_obs, horizon).mean())
+        try:
+            return float(model_return(env, agent, start_obs, horizon).mean())
+        except NonFiniteError:
+            return math.nan
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()

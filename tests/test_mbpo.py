@@ -228,3 +228,12 @@ def test_a_model_without_a_rollout_scheme_is_an_error(tmp_path: Path) -> None:
     p.write_text('base = "sac"\n[model]\nname = "pe"\n')
     with pytest.raises(ConfigError, match="a model needs a rollout"):
         load_recipe(str(p))
+
+
+def test_a_diverging_imagined_episode_gives_nan_not_a_failed_run() -> None:
+    phase, agent = make_phase()
+    phase.after_step(100, fill_real(100), agent)
+    with torch.no_grad():  # a model whose predictions are not finite
+        phase.model.linear_layers()[-1].bias.fill_(float("inf"))
+    start = fill_real(4).all().obs
+    assert math.isnan(phase.predicted_return(agent, start, 50, torch.Generator().manual_seed(0)))
