@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 
@@ -106,6 +106,8 @@ class EnvEntry:
     threshold: float | None = None
     """Return threshold for steps-to-threshold in the table (with ``optimal_length``, the
     optimal return of one episode)."""
+    added_later: ClassVar[tuple[str, ...]] = ("optimal_length",)
+    """Fields left out of run hashes while at their default (see :func:`hashed_form`)."""
     optimal_length: int | None = None
     """Length of a shortest successful episode, for deterministic tabular tasks with one start:
     ``bench episodes`` counts an episode as optimal when it is at most this long and its
@@ -316,12 +318,23 @@ def _parts(data: dict[str, Any], source: str) -> tuple[Part, ...]:
     return tuple(_build_part(kind, data[kind], source) for kind in PART_KINDS if kind in data)
 
 
-_ADDED_LATER = ("optimal_length",)
-"""EnvEntry fields added after runs were made: left out of the hash while unset, so those runs
-keep their hash (and resume)."""
+def hashed_form(config: Any) -> dict[str, Any]:
+    """The plain form of a config dataclass that enters a run's hash.
+
+    A field added after runs were made is listed in its class's ``added_later``; it is left
+    out while it has its default, so the runs made before it keep their hash (and resume),
+    and setting it to another value still makes a new configuration.
+    """
+    data = to_dict(config)
+    defaults = {f.name: f.default for f in fields(config)}
+    for name in getattr(type(config), "added_later", ()):
+        if getattr(config, name) == defaults[name]:
+            data.pop(name)
+    return data
 
 
 def recipe_hash(recipe: Recipe, entry: EnvEntry, seed: int) -> str:
     """Hash identifying a run's resolved configuration (recipe, environment entry, seed)."""
-    env = {k: v for k, v in to_dict(entry).items() if not (k in _ADDED_LATER and v is None)}
-    return stable_hash({"recipe": recipe.to_dict(), "env": env, "seed": seed})
+    parts = {p.kind: {"name": p.name, **hashed_form(p.config)} for p in recipe.parts}
+    recipe_form = {"name": recipe.name, "description": recipe.description, "parts": parts}
+    return stable_hash({"recipe": recipe_form, "env": hashed_form(entry), "seed": seed})

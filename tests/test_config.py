@@ -163,3 +163,24 @@ updates_per_step = 7
     assert (walker.updates_per_step, walker.target_entropy) == (7, None)
     assert load_recipe("parent", "Hopper-v5", extra_dirs=(tmp_path,)).config(
         "optimizer").updates_per_step == 20
+
+
+def test_a_field_added_later_keeps_old_run_hashes_while_at_its_default() -> None:
+    from dataclasses import replace
+
+    from mbrl_bench.runner.execute import expand
+    from mbrl_bench.spec import EnvEntry, load_recipe, load_suite, recipe_hash
+
+    # written into run.json by code df6730b, before `improve_from_initial` and `optimal_length`
+    (spec,) = expand(load_suite("mujoco"), ["mbpo"], [1], steps=5000,
+                     env_filter="InvertedPendulum", progress=lambda s: None)
+    assert spec.config_hash == "92a1f3a59199"
+    recipe = load_recipe("mbpo", "Hopper-v5")
+    entry = EnvEntry(id="Hopper-v5", budget=1000, eval_every=500)
+    base = recipe_hash(recipe, entry, 0)
+    full = recipe.to_dict()
+    assert "improve_from_initial" in full["parts"]["model"]  # run.json still records it
+    changed = recipe.with_config("model", replace(recipe.config("model"),
+                                                  improve_from_initial=True))
+    assert recipe_hash(changed, entry, 0) != base
+    assert recipe_hash(recipe, replace(entry, optimal_length=14), 0) != base

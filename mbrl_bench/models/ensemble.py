@@ -29,6 +29,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -142,6 +143,9 @@ class Normalizer(nn.Module):
 @dataclass(frozen=True)
 class ProbabilisticEnsembleConfig:
     """Settings of :class:`ProbabilisticEnsemble`; defaults are the official MBPO ones."""
+
+    added_later: ClassVar[tuple[str, ...]] = ("improve_from_initial",)
+    """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     ensemble_size: int = 7
     """Number of members ``E``."""
