@@ -175,14 +175,18 @@ def _load_runs(results_dir: Path) -> tuple[Any, Any]:
 @app.command()
 def plot(
     results_dir: Annotated[Path, typer.Argument(help="Folder holding runs.")],
-    out: Annotated[Path | None, typer.Option(help="PNG path (default RESULTS_DIR/curves.png).")
+    out: Annotated[Path | None, typer.Option(help="PNG path, or a folder for curves.png, like "
+                                             "the other commands (default RESULTS_DIR).")
                    ] = None,
 ) -> None:
     """Learning curves: mean evaluation return over seeds with a 95% bootstrap band."""
     from mbrl_bench.reporting.plots import plot_curves
 
     _, evals = _load_runs(results_dir)
-    path = plot_curves(evals, out or results_dir / "curves.png")
+    target = out or results_dir
+    if target.suffix.lower() != ".png":
+        target = target / "curves.png"
+    path = plot_curves(evals, target)
     typer.echo(f"written: {path}")
 
 
