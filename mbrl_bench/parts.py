@@ -72,6 +72,14 @@ def _register_all() -> None:
 
     from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+    from mbrl_bench.planners import (
+        CEM,
+        MPPI,
+        CEMConfig,
+        MPPIConfig,
+        RandomShooting,
+        RandomShootingConfig,
+    )
     from mbrl_bench.rollouts import BranchedModelData, BranchedRolloutConfig
 
     OPTIMIZERS.add(
@@ -100,6 +108,18 @@ def _register_all() -> None:
     ROLLOUTS.add(
         "branched", "MBPO's branched k-step rollouts from real states, k on a schedule",
         BranchedRolloutConfig, BranchedModelData,
+    )
+    PLANNERS.add(
+        "cem", "Cross-entropy method (PETS): truncated normal, elites, momentum, mean of elites",
+        CEMConfig, CEM,
+    )
+    PLANNERS.add(
+        "random_shooting", "Random shooting: best of uniformly random action sequences",
+        RandomShootingConfig, RandomShooting,
+    )
+    PLANNERS.add(
+        "mppi", "MPPI: reward-weighted average of smoothly perturbed sequences",
+        MPPIConfig, MPPI,
     )
 
 
