@@ -32,6 +32,9 @@ class LoopDef:
     optional: tuple[str, ...] = ()
     together: tuple[tuple[str, ...], ...] = ()
     """Groups of optional parts that come all or none (e.g. a model and its rollout scheme)."""
+    check_env: Callable[[Any, Any], None] | None = None
+    """``(loop config, env)``: raises if the env lacks something this loop's settings need
+    (called before any run starts)."""
 
     def check_recipe(self, recipe: Recipe) -> None:
         kinds = {p.kind for p in recipe.parts}
@@ -70,6 +73,7 @@ def registry_for(kind: str) -> Registry[Any]:
 def _register_all() -> None:
     from dataclasses import replace
 
+    from mbrl_bench.loops.mpc import MPCLoopConfig, check_mpc_env, run_mpc_loop
     from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
     from mbrl_bench.planners import (
@@ -92,6 +96,12 @@ def _register_all() -> None:
         PolicyLoopConfig,
         LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),)),
+    )
+    LOOPS.add(
+        "mpc",
+        "MPC loop (PETS): random trial, fit the model, plan every step with trajectory sampling",
+        MPCLoopConfig,
+        LoopDef(run_mpc_loop, "box", required=("model", "planner"), check_env=check_mpc_env),
     )
     MODELS.add(
         "pe", "Probabilistic ensemble: Gaussian heads on Δstate and reward, elites, early stopping",

@@ -3,6 +3,7 @@
 Every planner maximises ``objective: (B x H x A) -> B`` (one return per candidate sequence)
 within the action bounds and returns one sequence ``H x A``::
 
+    planner = CEM(low, high, horizon, CEMConfig())     # bounds A each, horizon H
     plan = planner.optimize(objective, x0, generator)
 
 ``x0`` (``H x A``) is where the search starts: CEM's initial mean, MPPI's nominal sequence.
@@ -104,6 +105,8 @@ class _Bounded:
 
     def _init(self, horizon: int, low: np.ndarray | torch.Tensor,
               high: np.ndarray | torch.Tensor) -> None:
+        if horizon < 1:
+            raise ValueError(f"planning horizon must be a positive integer, got {horizon}")
         self.horizon = horizon
         self.low, self.high = _bounds(low, high, horizon)
 
@@ -124,22 +127,20 @@ class _Bounded:
 class RandomShootingConfig:
     """Random shooting: the best of uniformly random action sequences."""
 
-    horizon: int = 30
-    """Length ``H`` of the planned action sequences."""
     population_size: int = 2000
     """Candidates per plan (default: CEM's 400 x 5 iterations, the same number of returns)."""
 
     def __post_init__(self) -> None:
-        check(self.horizon >= 1, "horizon", "a positive integer")
         check(self.population_size >= 1, "population_size", "a positive integer")
 
 
 class RandomShooting(_Bounded):
     """Draws ``population_size`` sequences uniformly within the bounds; returns the best one."""
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, config: RandomShootingConfig) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int,
+                 config: RandomShootingConfig) -> None:
         self.config = config
-        self._init(config.horizon, low, high)
+        self._init(horizon, low, high)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator
@@ -159,8 +160,6 @@ class RandomShooting(_Bounded):
 class CEMConfig:
     """Cross-entropy method as in PETS (Chua et al. 2018). Defaults are the paper's."""
 
-    horizon: int = 30
-    """Length ``H`` of the planned action sequences."""
     population_size: int = 500
     """Candidates sampled per iteration."""
     elite_ratio: float = 0.1
@@ -171,7 +170,6 @@ class CEMConfig:
     """Weight of the previous mean and variance in each update (``alpha`` in PETS)."""
 
     def __post_init__(self) -> None:
-        check(self.horizon >= 1, "horizon", "a positive integer")
         check(self.population_size >= 2, "population_size", "an integer >= 2")
         check(0 < self.elite_ratio <= 1, "elite_ratio", "a fraction in (0, 1]")
         check(self.iterations >= 1, "iterations", "a positive integer")
@@ -192,9 +190,9 @@ class CEM(_Bounded):
     elites``. Returns the mean of the last iteration's elites.
     """
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, config: CEMConfig) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: CEMConfig) -> None:
         self.config = config
-        self._init(config.horizon, low, high)
+        self._init(horizon, low, high)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator
@@ -224,8 +222,6 @@ class MPPIConfig:
     """Model-predictive path integral control (Williams et al. 2017) with PDDM's smoothed noise
     (Nagabandi et al. 2019). Defaults are mbrl-lib's HalfCheetah settings."""
 
-    horizon: int = 30
-    """Length ``H`` of the planned action sequences."""
     population_size: int = 350
     """Candidates sampled per iteration."""
     iterations: int = 5
@@ -238,7 +234,6 @@ class MPPIConfig:
     """Noise correlation over time: ``n_t = smoothing * e_t + (1 - smoothing) * n_{t-1}``."""
 
     def __post_init__(self) -> None:
-        check(self.horizon >= 1, "horizon", "a positive integer")
         check(self.population_size >= 1, "population_size", "a positive integer")
         check(self.iterations >= 1, "iterations", "a positive integer")
         check(self.reward_scale > 0 and math.isfinite(self.reward_scale), "reward_scale",
@@ -256,9 +251,9 @@ class MPPI(_Bounded):
     ``softmax(reward_scale * R)``. Returns the last nominal sequence.
     """
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, config: MPPIConfig) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: MPPIConfig) -> None:
         self.config = config
-        self._init(config.horizon, low, high)
+        self._init(horizon, low, high)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator

@@ -230,3 +230,172 @@ def test_agent_executes_the_first_action_and_warm_starts_shifted_by_one_step() -
     assert planner.starts[2] is None
     agent.load_state_dict(state)
     torch.testing.assert_close(agent.warm_start, state["warm_start"])
+
+
+# ----------------------------------------------------------------------------- MPC loop
+
+TINY_PETS = """
+description = "PETS at a tiny scale, for tests"
+base = "pets"
+[loop]
+initial_random_steps = 200
+model_train_freq = 100
+horizon = 15
+particles = 5
+log_every = 100
+[model]
+hidden_size = 48
+num_layers = 2
+lr = 1e-3
+weight_decays = [1e-5, 1e-5, 1e-5]
+batch_size = 32
+max_epochs = 40
+[planner]
+population_size = 100
+iterations = 3
+"""
+
+FAST_PETS = """
+description = "PETS at the tiniest scale: for resume and determinism checks, not learning"
+base = "tiny-pets"
+[loop]
+initial_random_steps = 100
+horizon = 5
+particles = 5
+log_every = 50
+[model]
+max_epochs = 5
+[planner]
+population_size = 32
+iterations = 2
+"""
+
+VOLATILE = {"wall_clock_s", "steps_per_s", "model_fit_s", "plan_s_per_step"}
+
+
+def pets_suite(budget: int, eval_every: int, episodes: int = 1, env_id: str = CARTPOLE) -> str:
+    return f"""
+description = "tiny PETS suite"
+algorithms = ["tiny-pets"]
+seeds = [0]
+[[envs]]
+id = "{env_id}"
+budget = {budget}
+eval_every = {eval_every}
+eval_episodes = {episodes}
+threshold = 150.0
+"""
+
+
+@pytest.fixture
+def pets_files(tmp_path: Any) -> Any:
+    (tmp_path / "algorithms").mkdir()
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "algorithms" / "tiny-pets.toml").write_text(TINY_PETS)
+    (tmp_path / "algorithms" / "fast-pets.toml").write_text(FAST_PETS)
+    return tmp_path
+
+
+def run_suite(files: Any, text: str, out: str, algo: str = "tiny-pets") -> Any:
+    from mbrl_bench.runner.execute import expand, run_all
+    from mbrl_bench.spec import load_suite
+
+    (files / "suites" / "p.toml").write_text(text)
+    specs = expand(load_suite(str(files / "suites" / "p.toml")), [algo], [0],
+                   extra_dirs=(files / "algorithms",))
+    [outcome] = run_all(specs, files / out, threads=1, progress=lambda s: None)
+    assert outcome.status == "complete", outcome.error
+    return specs[0].run_dir(files / out)
+
+
+def csv_rows(path: Any) -> list[dict[str, str]]:
+    import csv
+
+    with path.open(newline="") as f:
+        return [{k: v for k, v in r.items() if k not in VOLATILE} for r in csv.DictReader(f)]
+
+
+def test_pets_balances_the_cartpole_where_random_actions_cannot(pets_files: Any) -> None:
+    """Random actions keep the pole up ~30 steps, zero force ~40; PETS (tiny model, 100
+    candidates x 10 particles) balances it for the full 200 steps after 600 real steps."""
+    d = run_suite(pets_files, pets_suite(600, 300, episodes=2), "out")
+    evals = csv_rows(d / "evals.csv")
+    assert [int(r["env_step"]) for r in evals] == [300, 600]
+    assert float(evals[-1]["return_mean"]) >= 150.0, evals
+    metrics = csv_rows(d / "metrics.csv")
+    assert float(metrics[-1]["model_fit_epochs"]) >= 1 and metrics[-1]["train_return"]
+
+
+def test_killed_mpc_run_resumes_to_the_same_rows(pets_files: Any) -> None:
+    """Kill -9 a PETS run mid-way (model, buffer, generators, env state and warm start in the
+    checkpoint), run the same command again: the rows equal an uninterrupted run's."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import mbrl_bench
+
+    text = pets_suite(500, 100, env_id="mbrl_bench/PointMass-v0")
+    (pets_files / "suites" / "k.toml").write_text(text)
+    cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(pets_files / "suites" /
+           "k.toml"), "--algos", "fast-pets", "--out", str(pets_files / "killed"),
+           "--algorithms-dir", str(pets_files / "algorithms"), "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(Path(mbrl_bench.__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    run = pets_files / "killed" / "k" / "mbrl_bench_PointMass-v0" / "fast-pets" / "seed_0"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (run / "evals.csv").exists() and len((run / "evals.csv").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(csv_rows(run / "evals.csv")) < 5
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resumed at step" in done.stdout
+    straight = run_suite(pets_files, text, "straight", algo="fast-pets")
+    assert csv_rows(run / "evals.csv") == csv_rows(straight / "evals.csv")
+    assert csv_rows(run / "metrics.csv") == csv_rows(straight / "metrics.csv")
+    assert len(csv_rows(run / "evals.csv")) == 5
+    assert json.loads((run / "run.json").read_text())["attempts"] == 2
+
+
+def test_pets_recipes_resolve_per_task_and_ablations_swap_the_planner() -> None:
+    from mbrl_bench.planners import CEMConfig, MPPIConfig, RandomShootingConfig
+    from mbrl_bench.spec import load_recipe
+
+    pets = load_recipe("pets", CARTPOLE)
+    assert pets.config("loop").horizon == 15 and pets.config("loop").known_reward
+    assert pets.config("planner") == CEMConfig(population_size=350)
+    cheetah = load_recipe("pets", "HalfCheetah-v5")
+    assert not cheetah.config("loop").known_reward
+    assert cheetah.config("planner").elite_ratio == 0.16
+    assert cheetah.config("model").ensemble_size == 5 and cheetah.config("loop").particles == 20
+    # an ablation naming another planner drops the base's CEM settings, per-task ones included
+    mppi = load_recipe("pets-mppi", CARTPOLE)
+    assert isinstance(mppi.config("planner"), MPPIConfig)
+    assert mppi.config("loop").horizon == 15  # the loop's per-task settings still apply
+    assert isinstance(load_recipe("pets-rs", "InvertedPendulum-v5").config("planner"),
+                      RandomShootingConfig)
+
+
+def test_a_known_reward_the_env_lacks_is_refused_before_running(pets_files: Any) -> None:
+    from mbrl_bench.runner.execute import expand, run_all
+    from mbrl_bench.spec import load_suite
+
+    (pets_files / "algorithms" / "known.toml").write_text(
+        'base = "tiny-pets"\n[loop]\nknown_reward = true\n')
+    (pets_files / "suites" / "hc.toml").write_text(pets_suite(300, 300, env_id="HalfCheetah-v5"))
+    specs = expand(load_suite(str(pets_files / "suites" / "hc.toml")), ["known"], [0],
+                   extra_dirs=(pets_files / "algorithms",))
+    with pytest.raises(UnsupportedEnvError, match="known reward"):
+        run_all(specs, pets_files / "out", progress=lambda s: None)
+    assert not (pets_files / "out").exists()

@@ -37,22 +37,21 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def planners() -> list:  # type: ignore[type-arg]
     return [
-        RandomShooting(LOW, HIGH, RandomShootingConfig(horizon=H, population_size=500)),
-        CEM(LOW, HIGH, CEMConfig(horizon=H, population_size=200, iterations=8)),
-        MPPI(LOW, HIGH, MPPIConfig(horizon=H, population_size=200, iterations=8,
-                                   reward_scale=5.0)),
+        RandomShooting(LOW, HIGH, H, RandomShootingConfig(population_size=500)),
+        CEM(LOW, HIGH, H, CEMConfig(population_size=200, iterations=8)),
+        MPPI(LOW, HIGH, H, MPPIConfig(population_size=200, iterations=8, reward_scale=5.0)),
     ]
 
 
 def test_cem_finds_the_minimum_of_a_quadratic_over_sequences() -> None:
-    cem = CEM(LOW, HIGH, CEMConfig(horizon=H, population_size=300, iterations=12))
+    cem = CEM(LOW, HIGH, H, CEMConfig(population_size=300, iterations=12))
     plan = cem.optimize(quadratic, None, gen())
     assert plan.shape == (H, A)
     assert torch.allclose(plan, TARGET, atol=0.02), (plan - TARGET).abs().max()
 
 
 def test_cem_warm_start_at_the_optimum_stays_there() -> None:
-    cem = CEM(LOW, HIGH, CEMConfig(horizon=H, population_size=100, iterations=2))
+    cem = CEM(LOW, HIGH, H, CEMConfig(population_size=100, iterations=2))
     cold = cem.optimize(quadratic, None, gen())
     warm = cem.optimize(quadratic, TARGET, gen())
     assert quadratic(warm[None]) > quadratic(cold[None])
@@ -140,11 +139,11 @@ def test_cem_elite_count_rounds_up_and_configs_are_validated() -> None:
     with pytest.raises(ConfigError, match="smoothing"):
         build(MPPIConfig, {"smoothing": 0.0}, "pets-mppi.toml", prefix="planner.")
     with pytest.raises(ValueError, match="bounds"):
-        CEM(np.array([1.0]), np.array([1.0]), CEMConfig())
+        CEM(np.array([1.0]), np.array([1.0]), 3, CEMConfig())
 
 
 def test_planners_are_registered() -> None:
     assert {"cem", "random_shooting", "mppi"} <= set(PLANNERS.names())
     entry = PLANNERS.get("cem")
-    planner = entry.factory(LOW, HIGH, entry.config_cls(horizon=H))
+    planner = entry.factory(LOW, HIGH, H, entry.config_cls())
     assert planner.optimize(quadratic, None, gen()).shape == (H, A)
