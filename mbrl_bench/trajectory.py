@@ -22,7 +22,23 @@ from __future__ import annotations
 
 import torch
 
+from mbrl_bench.models.ensemble import default_chunk_rows
 from mbrl_bench.models.model_env import ModelEnv
+
+PLANNING_CHUNK_ROWS_CPU = 256
+"""Rows per member per forward when planning on CPU (``ProbabilisticEnsemble.predict_chunk_rows``).
+
+Measured on one thread, PETS HalfCheetah settings (ensemble 5 x 4x200, 400 candidates x 20
+particles, horizon 30, CEM 5 iterations): 4.9 s per plan with 256 or 400 rows, 6.0-6.5 s with
+the ensemble's default 1,024 (each layer's ``5 x 256 x 200`` activation, 1 MiB, stays in cache
+for the SiLU that follows). Chunking does not change any row's result.
+"""
+
+
+def planning_chunk_rows(device: torch.device) -> int:
+    """Rows per member per forward for planning on ``device`` (accelerators: the ensemble's
+    default)."""
+    return PLANNING_CHUNK_ROWS_CPU if device.type == "cpu" else default_chunk_rows(device)
 
 
 def particle_members(candidates: int, particles: int, ensemble_size: int) -> torch.Tensor:

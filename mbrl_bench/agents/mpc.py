@@ -18,14 +18,15 @@ import torch
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv, RewardFn, TerminationFn
 from mbrl_bench.planners import Planner
-from mbrl_bench.trajectory import trajectory_returns
+from mbrl_bench.trajectory import planning_chunk_rows, trajectory_returns
 
 
 class MPCAgent:
     """PETS's controller: plan with ``planner`` on the TS objective, act, shift the plan.
 
     ``particles`` TS-∞ particles per candidate; ``reward_fn`` (or None: the model's predicted
-    reward) and ``termination_fn`` act on batches; all sampling uses ``generator``.
+    reward) and ``termination_fn`` act on batches; all sampling uses ``generator``. The model's
+    ``predict_chunk_rows`` is set to the planning chunk size (``trajectory.planning_chunk_rows``).
     """
 
     def __init__(
@@ -36,6 +37,7 @@ class MPCAgent:
         self.planner = planner
         self.particles = particles
         self.generator = generator
+        model.predict_chunk_rows = planning_chunk_rows(model.device)
         self.model_env = ModelEnv(model, termination_fn, reward_fn, "fixed_member",
                                   generator=generator)
         self.middle = (planner.low + planner.high) / 2  # H x A
