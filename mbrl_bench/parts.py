@@ -38,6 +38,9 @@ class LoopDef:
     needs_termination: bool = True
     """Whether a recipe of this loop with a model, rollout or planner needs the environment's
     termination function (a tabular model learns terminations from data instead)."""
+    check_env: Callable[[Any, Any], None] | None = None
+    """``(loop config, env)``: raises if the env lacks something this loop's settings need
+    (called before any run starts)."""
 
     def check_recipe(self, recipe: Recipe) -> None:
         kinds = {p.kind for p in recipe.parts}
@@ -87,9 +90,18 @@ def _register_all() -> None:
         TabularModel,
         TabularModelConfig,
     )
+    from mbrl_bench.loops.mpc import MPCLoopConfig, check_mpc_env, run_mpc_loop
     from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
     from mbrl_bench.loops.tabular import TabularLoopConfig, run_tabular_loop
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+    from mbrl_bench.planners import (
+        CEM,
+        MPPI,
+        CEMConfig,
+        MPPIConfig,
+        RandomShooting,
+        RandomShootingConfig,
+    )
     from mbrl_bench.rollouts import BranchedModelData, BranchedRolloutConfig
 
     OPTIMIZERS.add(
@@ -102,6 +114,12 @@ def _register_all() -> None:
         PolicyLoopConfig,
         LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),)),
+    )
+    LOOPS.add(
+        "mpc",
+        "MPC loop (PETS): random trial, fit the model, plan every step with trajectory sampling",
+        MPCLoopConfig,
+        LoopDef(run_mpc_loop, "box", required=("model", "planner"), check_env=check_mpc_env),
     )
     MODELS.add(
         "pe", "Probabilistic ensemble: Gaussian heads on Δstate and reward, elites, early stopping",
@@ -134,6 +152,18 @@ def _register_all() -> None:
     ROLLOUTS.add(
         "branched", "MBPO's branched k-step rollouts from real states, k on a schedule",
         BranchedRolloutConfig, BranchedModelData,
+    )
+    PLANNERS.add(
+        "cem", "Cross-entropy method (PETS): truncated normal, elites, momentum, mean of elites",
+        CEMConfig, CEM,
+    )
+    PLANNERS.add(
+        "random_shooting", "Random shooting: best of uniformly random action sequences",
+        RandomShootingConfig, RandomShooting,
+    )
+    PLANNERS.add(
+        "mppi", "MPPI: reward-weighted average of smoothly perturbed sequences",
+        MPPIConfig, MPPI,
     )
 
 

@@ -13,7 +13,8 @@ part's settings::
     [overrides."Hopper-v5".optimizer]       # per-environment overrides (gymnasium id)
     updates_per_step = 20
 
-``base = "other-recipe"`` starts from another recipe and overrides it (tables merge key by key).
+``base = "other-recipe"`` starts from another recipe and overrides it (tables merge key by key;
+a part table that names another part, e.g. another planner, replaces the base's table).
 
 A **suite** names environments with their budgets, evaluation schedule and reporting budgets,
 the default algorithms and seeds::
@@ -266,10 +267,22 @@ def _resolve(
         data, _, base_ids, _ = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
                                         (*seen, str(path.resolve())))
         ids |= base_ids
-    data = deep_merge(data, own)
+    data = _merge_level(data, own)
     if env_id is not None and env_id in overrides:
-        data = deep_merge(data, overrides[env_id])
+        data = _merge_level(data, overrides[env_id])
     return data, path, ids, raw.get("description", "")
+
+
+def _merge_level(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``deep_merge``, except that a part table naming another part than the base's (e.g. an
+    ablation's ``[planner] name = "mppi"`` over a CEM base) replaces it: the base's settings,
+    per-task ones included, belong to the other part."""
+    def renamed(kind: str) -> bool:
+        b, t = base.get(kind), top.get(kind)
+        return (isinstance(b, Mapping) and isinstance(t, Mapping) and "name" in t
+                and t["name"] != b.get("name"))
+
+    return deep_merge({k: v for k, v in base.items() if not renamed(k)}, top)
 
 
 def _build_part(kind: str, table: Any, source: str) -> Part:

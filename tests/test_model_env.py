@@ -230,9 +230,9 @@ def test_each_member_computes_only_its_rows(propagation, monkeypatch):
     calls: list[tuple[tuple[int, ...], torch.Tensor | None]] = []
     original = model.predict
 
-    def spy(obs, act, members=None):
+    def spy(obs, act, members=None, **kwargs):
         calls.append((tuple(obs.shape), members))
-        return original(obs, act, members)
+        return original(obs, act, members, **kwargs)
 
     monkeypatch.setattr(model, "predict", spy)
     b = 1000

@@ -22,6 +22,7 @@ from mbrl_bench.errors import UnsupportedEnvError
 OUR_ENVS: dict[str, tuple[str, int | None]] = {
     "mbrl_bench/PointMass-v0": ("mbrl_bench.envs.point_mass:PointMassEnv", 50),
     "mbrl_bench/DynaMaze-v0": ("mbrl_bench.envs.dyna_maze:DynaMazeEnv", None),
+    "mbrl_bench/ContinuousCartPole-v0": ("mbrl_bench.envs.cartpole:ContinuousCartPoleEnv", 200),
 }
 """Our environments: id -> (entry point, time limit in steps or None)."""
 
@@ -146,12 +147,16 @@ def set_env_state(env: gym.Env, saved: dict[str, Any]) -> None:
 
 
 def _register_our_terminations() -> None:
+    from mbrl_bench.envs.cartpole import cartpole_termination
     from mbrl_bench.envs.point_mass import point_mass_termination
     from mbrl_bench.envs.termination import TERMINATIONS, register_termination
 
     if "mbrl_bench/PointMass-v0" not in TERMINATIONS:
         register_termination("mbrl_bench/PointMass-v0", "leaves the box |x|, |y| <= 2",
                              point_mass_termination)
+    if "mbrl_bench/ContinuousCartPole-v0" not in TERMINATIONS:
+        register_termination("mbrl_bench/ContinuousCartPole-v0", "|x| > 2.4 or |theta| > 12 deg",
+                             cartpole_termination)
 
 
 _register_our_terminations()

@@ -510,6 +510,7 @@ class ProbabilisticEnsemble(nn.Module):
         obs: torch.Tensor,
         act: torch.Tensor,
         members: torch.Tensor | None = None,
+        check_finite: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted ``[Δobs, reward]`` mean and variance, each ``E x B x (O+1)``, raw units.
 
@@ -517,7 +518,8 @@ class ProbabilisticEnsemble(nn.Module):
         act E x B x A``: member ``e`` sees batch ``e``. With ``members`` (``K`` member indices) only
         those run and ``E`` reads ``K``. Rows go through in chunks of ``predict_chunk_rows`` per
         member. Variance is 0 for deterministic models. Raises :class:`NonFiniteError` on a
-        non-finite prediction.
+        non-finite prediction unless ``check_finite`` is false (a planner that ranks diverged
+        candidates last needs their NaNs; each row's outputs depend on that row only).
         """
         dev = self.device
         x = torch.cat(
@@ -548,7 +550,7 @@ class ProbabilisticEnsemble(nn.Module):
             mean[:, s : s + step] = m
             if not self.deterministic:
                 var[:, s : s + step] = torch.exp(logvar)
-        if not bool(torch.isfinite(mean).all()):
+        if check_finite and not bool(torch.isfinite(mean).all()):
             raise NonFiniteError("model prediction has NaN/inf values")
         return mean, var
 

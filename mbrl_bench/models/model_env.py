@@ -169,12 +169,12 @@ class ModelEnv:
         return self._state
 
     def _predict(
-        self, obs: torch.Tensor, act: torch.Tensor
+        self, obs: torch.Tensor, act: torch.Tensor, check_finite: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Per-row mean and variance ``B x (O+1)`` and the member each row used (or None)."""
         model, b = self.model, obs.shape[0]
         if self.propagation == "mean":
-            mean, var = model.predict(obs, act)
+            mean, var = model.predict(obs, act, check_finite=check_finite)
             return mean.mean(dim=0), var.mean(dim=0), None
         subset: torch.Tensor | None = None
         if self.propagation == "fixed_member":
@@ -188,16 +188,19 @@ class ModelEnv:
             slots = self._randint(subset.shape[0], b)
             members = subset[slots]
             layout = MemberLayout(slots, subset.shape[0])
-        mean, var = model.predict(layout.group(obs), layout.group(act), members=subset)
+        mean, var = model.predict(layout.group(obs), layout.group(act), members=subset,
+                                  check_finite=check_finite)
         return layout.ungroup(mean), layout.ungroup(var), members
 
     def step(
-        self, act: torch.Tensor, sample: bool = True
+        self, act: torch.Tensor, sample: bool = True, check_finite: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Apply ``act`` (``B x A``) -> ``(next_obs B x O, reward B, terminated bool B)``.
 
         ``sample``: draw ``[Δobs, reward]`` from the predicted Gaussian (else use its mean).
-        Raises :class:`NonFiniteError` if the next observation or reward is not finite.
+        Raises :class:`NonFiniteError` if the next observation or reward is not finite, unless
+        ``check_finite`` is false: then non-finite rows are returned as they are (and stay
+        confined to their rows) for the caller to handle, as a planner's objective does.
         """
         model, state = self.model, self.state
         obs = state.obs
@@ -205,7 +208,7 @@ class ModelEnv:
         act_t = torch.as_tensor(act, dtype=torch.float32, device=model.device)
         if act_t.shape != (b, model.act_dim):
             raise ValueError(f"step: expected act {b} x {model.act_dim}, got {tuple(act_t.shape)}")
-        mean, var, members = self._predict(obs, act_t)
+        mean, var, members = self._predict(obs, act_t, check_finite)
         if sample and not model.deterministic:
             g = self.generator
             noise = torch.randn(mean.shape, generator=g, device=g.device).to(mean.device)
@@ -224,7 +227,8 @@ class ModelEnv:
             raise ValueError(
                 f"termination_fn returned shape {tuple(terminated.shape)}, expected ({b},)"
             )
-        if not (bool(torch.isfinite(next_obs).all()) and bool(torch.isfinite(reward).all())):
+        if check_finite and not (bool(torch.isfinite(next_obs).all())
+                                 and bool(torch.isfinite(reward).all())):
             raise NonFiniteError("model rollout produced a NaN/inf observation or reward")
         self._state = ModelState(obs=next_obs, members=members)
         return next_obs, reward, terminated.bool()

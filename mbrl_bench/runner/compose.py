@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from mbrl_bench.envs.make import check_spaces, make_env
+from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
-from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, ROLLOUTS, LoopDef
+from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS, LoopDef
 from mbrl_bench.runner.spec import RunSpec
 
 
@@ -30,8 +31,12 @@ class Components:
     optimizer: Any = None
     model_phase: Any = None
     model: Any = None
-    """A model the loop uses directly (the tabular loop's; model-based policy loops reach
-    theirs through ``model_phase``)."""
+    """A model the loop uses directly (the tabular loop's, or the MPC loop's dynamics model;
+    model-based policy loops reach theirs through ``model_phase``)."""
+    planner: Any = None
+    termination_fn: Any = None
+    reward_fn: Any = None
+    """The task's known reward function when the loop plans with it, else None."""
 
 
 def seeds_for(seed: int) -> tuple[int, int, int]:
@@ -69,6 +74,14 @@ def compose(spec: RunSpec) -> Components:
             net, termination_fn_for(env), rollout.config, obs_dim, act_dim,
             start_step=loop_part.config.initial_random_steps, gamma=opt.config.gamma if opt
             else 0.99, actor=c.optimizer.actor, generator=torch_gen)
+    planner = recipe.part("planner")
+    if model is not None and planner is not None:
+        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        c.planner = PLANNERS.get(planner.name).factory(
+            space.low, space.high, loop_part.config.horizon, planner.config)
+        c.termination_fn = termination_fn_for(env)
+        if loop_part.config.known_reward:
+            c.reward_fn = reward_fn_for(env)
     return c
 
 

@@ -135,12 +135,12 @@ def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
 def preflight(specs: Sequence[RunSpec], out: Path) -> None:
     """Fail before any run starts if an env does not suit its loop, a model-based recipe has no
     termination function for its env, or a run folder holds a run of another configuration."""
-    checked: set[tuple[str, str, bool]] = set()
+    checked: set[tuple[str, str, bool, str]] = set()
     for spec in specs:
         loop = LOOPS.get(spec.recipe.parts[0].name).factory
         needs_term = loop.needs_termination and any(
             spec.recipe.part(k) is not None for k in MODEL_KINDS)
-        key = (spec.env.label, loop.space, needs_term)
+        key = (spec.env.label, loop.space, needs_term, spec.algo)
         if key not in checked:
             checked.add(key)
             env = make_env(spec.env.id, spec.env.kwargs)
@@ -148,6 +148,8 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
                 check_spaces(env, loop.space)
                 if needs_term:
                     termination_fn_for(env)
+                if loop.check_env is not None:
+                    loop.check_env(spec.recipe.config("loop"), env)
             finally:
                 env.close()
         meta = RunStore(spec.run_dir(out)).read_meta()
