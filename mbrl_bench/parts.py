@@ -81,6 +81,10 @@ def registry_for(kind: str) -> Registry[Any]:
     return _BY_KIND[kind]
 
 
+NEURAL_MODELS = ("pe", "deterministic")
+"""The models the continuous-control loops can use (not the tabular one)."""
+
+
 def _register_all() -> None:
     from dataclasses import replace
 
@@ -113,13 +117,15 @@ def _register_all() -> None:
         "Policy loop: collect, (fit model, roll out), update the policy, evaluate",
         PolicyLoopConfig,
         LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
-                together=(("model", "rollout"),)),
+                together=(("model", "rollout"),),
+                accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS))),
     )
     LOOPS.add(
         "mpc",
         "MPC loop (PETS): random trial, fit the model, plan every step with trajectory sampling",
         MPCLoopConfig,
-        LoopDef(run_mpc_loop, "box", required=("model", "planner"), check_env=check_mpc_env),
+        LoopDef(run_mpc_loop, "box", required=("model", "planner"), check_env=check_mpc_env,
+                accepts=(("model", NEURAL_MODELS),)),
     )
     MODELS.add(
         "pe", "Probabilistic ensemble: Gaussian heads on Δstate and reward, elites, early stopping",

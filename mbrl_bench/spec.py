@@ -274,13 +274,19 @@ def _resolve(
 
 
 def _merge_level(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    """``deep_merge``, except that a part table naming another part than the base's (e.g. an
-    ablation's ``[planner] name = "mppi"`` over a CEM base) replaces it: the base's settings,
-    per-task ones included, belong to the other part."""
+    """``deep_merge``, except that a part table naming another part than the base's, with
+    settings of another kind (e.g. an ablation's ``[planner] name = "mppi"`` over a CEM base),
+    replaces it: the base's settings, per-task ones included, belong to the other part. Parts
+    that share one settings class (the ``pe`` and ``deterministic`` models) merge as usual."""
     def renamed(kind: str) -> bool:
         b, t = base.get(kind), top.get(kind)
-        return (isinstance(b, Mapping) and isinstance(t, Mapping) and "name" in t
-                and t["name"] != b.get("name"))
+        if not (isinstance(b, Mapping) and isinstance(t, Mapping) and "name" in t
+                and t["name"] != b.get("name") and kind in PART_KINDS):
+            return False
+        reg = registry_for(kind)
+        if t["name"] not in reg or b.get("name") not in reg:
+            return True  # an unknown name is reported when the part is built
+        return reg.get(t["name"]).config_cls is not reg.get(str(b["name"])).config_cls
 
     return deep_merge({k: v for k, v in base.items() if not renamed(k)}, top)
 

@@ -204,6 +204,7 @@ def test_dyna_recipes_are_mbpo_with_one_step_rollouts() -> None:
             assert rollout_length(500, r.config("rollout").k_schedule) == 1
             assert r.config("optimizer").updates_per_step == utd  # mbpo's per-task values
             assert r.part("model").name == model  # type: ignore[union-attr]
+            assert r.config("model").max_steps == 5000  # mbpo's model settings are kept
 
 
 @pytest.mark.parametrize(
@@ -213,6 +214,7 @@ def test_dyna_recipes_are_mbpo_with_one_step_rollouts() -> None:
         ('[rollout]\nk_schedule = [20, 150, 1]', "rollout.k_schedule", "four integers"),
         ('[rollout]\nreal_ratio = 1.5', "rollout.real_ratio", "[0, 1]"),
         ('[model]\nnum_elites = 9', "model.num_elites", ""),
+        ('[model]\nname = "tabular"', "model.name", "the 'policy' loop takes 'pe' or"),
     ],
 )
 def test_bad_mbpo_settings(tmp_path: Path, text: str, key: str, fragment: str) -> None:
