@@ -68,7 +68,7 @@ class _ConstModel:
     device = torch.device("cpu")
     elite_idx = torch.tensor([0, 1])
 
-    def predict(self, obs, act, members=None):  # type: ignore[no-untyped-def]
+    def predict(self, obs, act, members=None, check_finite=True):  # type: ignore[no-untyped-def]
         k = 3 if members is None else len(members)
         n = obs.shape[-2]
         mean = torch.zeros(k, n, 5)
