@@ -33,8 +33,7 @@ from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.config import check
 from mbrl_bench.envs.make import get_env_state, set_env_state
 from mbrl_bench.envs.rewards import reward_fn_for
-from mbrl_bench.errors import NonFiniteError
-from mbrl_bench.loops.policy import eval_seeds
+from mbrl_bench.loops.policy import eval_seeds, evaluation_row
 
 if TYPE_CHECKING:
     from mbrl_bench.runner.compose import Components
@@ -194,14 +193,9 @@ def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: R
     seeds = eval_seeds(c.spec.seed, st.step, entry.eval_episodes + 1)
     eval_agent = _agent(c, torch.Generator().manual_seed(seeds[-1]))
     rets = evaluate_mpc(eval_agent, c.eval_env, entry.eval_episodes, seeds[:-1])
-    if not np.all(np.isfinite(rets)):
-        raise NonFiniteError(f"non-finite evaluation return at env step {st.step}")
-    st.last_eval = float(rets.mean())
-    store.append_eval({
-        "env_step": st.step, "episodes": st.episodes, "return_mean": st.last_eval,
-        "return_std": float(rets.std()), "return_min": float(rets.min()),
-        "return_max": float(rets.max()), "wall_clock_s": st.elapsed,
-    })
+    row = evaluation_row(rets, st.step, st.episodes, st.elapsed)
+    st.last_eval = row["return_mean"]
+    store.append_eval(row)
     store.save_checkpoint({
         "step": st.step, "elapsed": st.elapsed, "last_eval": st.last_eval,
         "obs": np.asarray(st.obs, dtype=np.float64).tolist(), "ep_return": st.ep_return,

@@ -114,6 +114,19 @@ def evaluate(
     return returns, np.stack(starts)
 
 
+def evaluation_row(returns: np.ndarray, env_step: int, episodes: int, elapsed: float
+                   ) -> dict[str, Any]:
+    """The ``evals.csv`` row of one evaluation's ``returns`` (shared by every loop); raises
+    :class:`NonFiniteError` if a return is not finite."""
+    if not np.all(np.isfinite(returns)):
+        raise NonFiniteError(f"non-finite evaluation return at env step {env_step}")
+    return {
+        "env_step": env_step, "episodes": episodes, "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()), "return_min": float(returns.min()),
+        "return_max": float(returns.max()), "wall_clock_s": elapsed,
+    }
+
+
 def eval_seeds(run_seed: int, env_step: int, episodes: int) -> list[int]:
     """Reset seeds of one evaluation: a function of (run seed, step) only, so resume-safe."""
     ss = np.random.SeedSequence([run_seed, 0xE7A1, env_step])
@@ -238,14 +251,8 @@ def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: R
     entry = c.spec.env
     seeds = eval_seeds(c.spec.seed, st.step, entry.eval_episodes)
     rets, starts = evaluate(c.optimizer, c.eval_env, entry.eval_episodes, seeds)
-    if not np.all(np.isfinite(rets)):
-        raise NonFiniteError(f"non-finite evaluation return at env step {st.step}")
-    st.last_eval = float(rets.mean())
-    row = {
-        "env_step": st.step, "episodes": st.ep.count, "return_mean": st.last_eval,
-        "return_std": float(rets.std()), "return_min": float(rets.min()),
-        "return_max": float(rets.max()), "wall_clock_s": st.elapsed,
-    }
+    row = evaluation_row(rets, st.step, st.ep.count, st.elapsed)
+    st.last_eval = row["return_mean"]
     if c.model_phase is not None:  # model exploitation: the same policy and starts, in the model
         horizon = getattr(c.eval_env.spec, "max_episode_steps", None) or 1000
         row["model_return_mean"] = c.model_phase.predicted_return(

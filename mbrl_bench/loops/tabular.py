@@ -38,8 +38,7 @@ import numpy as np
 from mbrl_bench.agents.tabular import QLearning, TabularModel
 from mbrl_bench.config import check
 from mbrl_bench.envs.make import get_env_state, set_env_state
-from mbrl_bench.errors import NonFiniteError
-from mbrl_bench.loops.policy import eval_seeds
+from mbrl_bench.loops.policy import eval_seeds, evaluation_row
 
 if TYPE_CHECKING:
     from mbrl_bench.runner.compose import Components
@@ -150,14 +149,9 @@ def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore) -> None
     rets = np.array([greedy_episode(c.optimizer, c.eval_env, seed, c.loop_config.eval_max_steps
                                     )[0]
                      for seed in eval_seeds(c.spec.seed, st.step, entry.eval_episodes)])
-    if not np.all(np.isfinite(rets)):
-        raise NonFiniteError(f"non-finite evaluation return at env step {st.step}")
-    st.last_eval = float(rets.mean())
-    store.append_eval({
-        "env_step": st.step, "episodes": st.episodes, "return_mean": st.last_eval,
-        "return_std": float(rets.std()), "return_min": float(rets.min()),
-        "return_max": float(rets.max()), "wall_clock_s": st.elapsed,
-    })
+    row = evaluation_row(rets, st.step, st.episodes, st.elapsed)
+    st.last_eval = row["return_mean"]
+    store.append_eval(row)
     store.save_checkpoint({
         "step": st.step, "episodes": st.episodes, "s": int(st.s), "ep_return": st.ep_return,
         "ep_length": st.ep_length, "elapsed": st.elapsed, "last_eval": st.last_eval,
