@@ -23,10 +23,11 @@ batch_size = 128
 
 
 def tiny_suite(budget: int, eval_every: int, env_id: str = "mbrl_bench/PointMass-v0",
-               episodes: int = 5, extra: str = "") -> str:
+               episodes: int = 5, extra: str = "", algorithm: str = "tiny-sac",
+               threshold: float = -15.0) -> str:
     return f"""
 description = "tiny test suite"
-algorithms = ["tiny-sac"]
+algorithms = ["{algorithm}"]
 seeds = [0]
 [[envs]]
 id = "{env_id}"
@@ -34,7 +35,7 @@ budget = {budget}
 eval_every = {eval_every}
 eval_episodes = {episodes}
 reporting_budgets = [{budget}]
-threshold = -15.0
+threshold = {threshold}
 {extra}
 """
 

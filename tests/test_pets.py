@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_suite
 
 from mbrl_bench.agents.mpc import MPCAgent
 from mbrl_bench.envs.make import get_env_state, make_env, set_env_state
@@ -274,17 +275,8 @@ VOLATILE = {"wall_clock_s", "steps_per_s", "model_fit_s", "plan_s_per_step"}
 
 
 def pets_suite(budget: int, eval_every: int, episodes: int = 1, env_id: str = CARTPOLE) -> str:
-    return f"""
-description = "tiny PETS suite"
-algorithms = ["tiny-pets"]
-seeds = [0]
-[[envs]]
-id = "{env_id}"
-budget = {budget}
-eval_every = {eval_every}
-eval_episodes = {episodes}
-threshold = 150.0
-"""
+    return tiny_suite(budget, eval_every, env_id, episodes, algorithm="tiny-pets",
+                      threshold=150.0)
 
 
 @pytest.fixture
