@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -79,3 +80,31 @@ rollout_batch_size = 2000
 epoch_length = 200
 k_schedule = [0, 1, 1, 1]
 """
+
+
+def member_indexed_model(
+    ensemble_size: int, obs_dim: int, act_dim: int, elites: list[int],
+    deterministic: bool = False, std: float = 0.1,
+):  # type: ignore[no-untyped-def]
+    """A real ensemble whose member ``m`` predicts Δobs = (m, m) and reward = 10 m (obs_dim 2).
+
+    All weights are zero, so every member outputs its head bias; log-variance is log(std^2).
+    """
+    from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+
+    cfg = ProbabilisticEnsembleConfig(
+        ensemble_size=ensemble_size, num_elites=len(elites), hidden_size=8, num_layers=1,
+        weight_decays=(0.0, 0.0), deterministic=deterministic)
+    model = ProbabilisticEnsemble(obs_dim, act_dim, cfg)
+    with torch.no_grad():
+        for layer in model.linear_layers():
+            layer.weight.zero_()
+            layer.bias.zero_()
+        m = torch.arange(ensemble_size, dtype=torch.float32)
+        model.head.bias[:, 0, 0] = m
+        model.head.bias[:, 0, 1] = m
+        model.head.bias[:, 0, 2] = 10 * m
+        if not deterministic:
+            model.head.bias[:, 0, 3:] = math.log(std**2)
+        model.elite_idx.copy_(torch.tensor(elites))
+    return model

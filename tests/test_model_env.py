@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
+from conftest import member_indexed_model
 
 from mbrl_bench.errors import NonFiniteError
-from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import MemberLayout, ModelEnv
 
 torch.set_num_threads(1)
@@ -19,31 +18,8 @@ STD = 0.1
 
 
 def member_model(deterministic: bool = False) -> ProbabilisticEnsemble:
-    """AD real ensemble whose member ``m`` predicts Δobs = (m, m) and reward = 10 m.
-
-    All weights are zero, so every member outputs its head bias; log-variance is log(STD^2).
-    """
-    cfg = ProbabilisticEnsembleConfig(
-        ensemble_size=E,
-        num_elites=len(ELITES),
-        hidden_size=8,
-        num_layers=1,
-        weight_decays=(0.0, 0.0),
-        deterministic=deterministic,
-    )
-    model = ProbabilisticEnsemble(OD, AD, cfg)
-    with torch.no_grad():
-        for layer in model.linear_layers():
-            layer.weight.zero_()
-            layer.bias.zero_()
-        m = torch.arange(E, dtype=torch.float32)
-        model.head.bias[:, 0, 0] = m
-        model.head.bias[:, 0, 1] = m
-        model.head.bias[:, 0, 2] = 10 * m
-        if not deterministic:
-            model.head.bias[:, 0, 3:] = math.log(STD**2)
-        model.elite_idx.copy_(torch.tensor(ELITES))
-    return model
+    """Member ``m`` predicts Δobs = (m, m) and reward = 10 m; elites ``ELITES``."""
+    return member_indexed_model(E, OD, AD, ELITES, deterministic, STD)
 
 
 def never(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_suite
+from conftest import member_indexed_model, tiny_suite
 
 from mbrl_bench.agents.mpc import MPCAgent
 from mbrl_bench.envs.make import get_env_state, make_env, set_env_state
 from mbrl_bench.envs.rewards import REWARDS, reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.errors import UnsupportedEnvError
-from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv
 from mbrl_bench.trajectory import particle_members, trajectory_returns
 
@@ -26,18 +26,7 @@ E, OD, AD = 5, 2, 1
 
 def member_model() -> ProbabilisticEnsemble:
     """Deterministic ensemble whose member ``m`` predicts Δobs = (m, m) and reward 10 m."""
-    cfg = ProbabilisticEnsembleConfig(ensemble_size=E, num_elites=E, hidden_size=8, num_layers=1,
-                                      weight_decays=(0.0, 0.0), deterministic=True)
-    model = ProbabilisticEnsemble(OD, AD, cfg)
-    with torch.no_grad():
-        for layer in model.linear_layers():
-            layer.weight.zero_()
-            layer.bias.zero_()
-        m = torch.arange(E, dtype=torch.float32)
-        model.head.bias[:, 0, 0] = m
-        model.head.bias[:, 0, 1] = m
-        model.head.bias[:, 0, 2] = 10 * m
-    return model
+    return member_indexed_model(E, OD, AD, list(range(E)), deterministic=True)
 
 
 def never(obs: torch.Tensor, act: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
