@@ -9,7 +9,9 @@ covers the `--steps` env steps after them, evaluation excluded, phases:
 
 - env: acting and stepping the real environment (and adding to the replay buffer);
 - model fit: every refit of the ensemble (each library's own stopping rule: mbrl-lib trains
-  until 5 epochs without 1% improvement; ours the same, with at most `max_steps` gradient steps);
+  until 5 epochs without 1% improvement over the warm-started model's holdout error; ours, as
+  the official code, over the best error of this fit, from +inf, with at most `max_steps`
+  gradient steps; `--same-rule` adds a run of ours with mbrl-lib's rule);
 - rollout: the branched rollouts of 100,000 start states after each refit;
 - SAC: the policy updates.
 
@@ -47,9 +49,9 @@ from mbrl_bench.spec import EnvEntry, load_recipe
 
 PHASES = ("env", "model_fit", "rollout", "sac", "other")
 SAME_RULE = "mbrl-bench, mbrl-lib's fit stop"
-LIBS = ("mbrl-bench", SAME_RULE, "mbrl-lib")
+ALL_LIBS = ("mbrl-bench", SAME_RULE, "mbrl-lib")
 """Ours as the recipe says (the official code's model-fit stopping rule), ours with mbrl-lib's
-rule (improvement counted from the warm-started model's holdout error: identical settings), and
+rule (improvement counted from the warm-started model's holdout error; with `--same-rule`), and
 mbrl-lib."""
 
 
@@ -123,6 +125,9 @@ def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: in
     args = [
         "algorithm=mbpo", "overrides=mbpo_hopper", f"overrides.env=gym___{env_id}", "device=cpu",
         f"seed={seed}", f"overrides.num_steps={steps}",
+        # its replay buffer's capacity defaults to `num_steps`: without this it would keep only
+        # the last `steps` transitions and fit its model on them instead of on all the data
+        f"+algorithm.dataset_size={random_steps + steps}",
         f"algorithm.initial_exploration_steps={random_steps}",
         "algorithm.random_initial_explore=true", f"algorithm.real_data_ratio={roll.real_ratio}",
         f"overrides.num_sac_updates_per_step={updates}",
@@ -173,6 +178,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000, help="timed env steps (multiple of 250)")
     p.add_argument("--updates", type=int, default=20, help="SAC updates per env step")
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--same-rule", action="store_true",
+                   help="also time ours with mbrl-lib's model-fit stopping rule")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--peer", type=Path, default=Path("/work/peer_mbrl"))
     p.add_argument("--to", type=Path, default=Path("results/reference/mbpo_speed"))
@@ -180,9 +187,10 @@ def main() -> None:
     if a.steps % 250 or a.random % 250:
         p.error("--steps and --random must be multiples of 250 (the refit period)")
     torch.set_num_threads(a.threads)
+    libs = ALL_LIBS if a.same_rule else ("mbrl-bench", "mbrl-lib")
     rows: list[tuple[str, int, dict[str, float]]] = []
     for rep in range(a.reps):
-        for lib in LIBS:
+        for lib in libs:
             r = (mbrl_lib(a.peer, a.env, a.random, a.steps, a.updates, rep, a.threads)
                  if lib == "mbrl-lib" else
                  ours(a.env, a.random, a.steps, a.updates, rep, lib == SAME_RULE))
@@ -201,19 +209,28 @@ def main() -> None:
                 if name == lib]
         return sum(vals) / len(vals)
 
-    lines = [f"| phase | {' | '.join(LIBS)} | mbrl-lib ÷ {SAME_RULE} |",
-             "|---|--:|--:|--:|--:|"]
+    def equal_updates(lib: str) -> float:
+        """Seconds per 1,000 steps with the SAC phase counted at ``--updates`` per step."""
+        return mean(lib, "total", per_1k=True) - mean(lib, "sac", per_1k=True) + (
+            mean(lib, "sac_ms_per_update") * a.updates)
+
+    lines = [f"| phase | {' | '.join(libs)} | mbrl-lib ÷ mbrl-bench |",
+             "|---|" + "--:|" * (len(libs) + 1)]
     rows_spec = [*((f"{k} (s per 1,000 steps)", k, True, 1) for k in (*PHASES, "total")),
                  ("SAC ms per update", "sac_ms_per_update", False, 2),
                  ("model fit s per refit", "fit_s_per_refit", False, 2),
                  ("SAC updates in the window", "sac_updates", False, 0)]
     for label, k, per, digits in rows_spec:
-        vals = [mean(lib, k, per_1k=per) for lib in LIBS]
-        same, theirs = vals[1], vals[2]
-        ratio = f"{theirs / same:.2f}×" if same > 0.05 and k != "sac_updates" else "—"
+        vals = [mean(lib, k, per_1k=per) for lib in libs]
+        ours_v, theirs = vals[0], vals[-1]
+        ratio = f"{theirs / ours_v:.2f}×" if ours_v > 0.05 and k != "sac_updates" else "—"
         lines.append(f"| {label} | {' | '.join(f'{v:.{digits}f}' for v in vals)} | {ratio} |")
+    eq = [equal_updates(lib) for lib in libs]
+    lines.append(f"| total, {a.updates} SAC updates per step for both (s per 1,000 steps) | "
+                 f"{' | '.join(f'{v:.1f}' for v in eq)} | {eq[-1] / eq[0]:.2f}× |")
     note = (f"Measured by `benchmarks/mbpo_speed.py --env {a.env} --random {a.random} --steps "
-            f"{a.steps} --updates {a.updates} --reps {a.reps} --threads {a.threads}` on "
+            f"{a.steps} --updates {a.updates} --reps {a.reps} --threads {a.threads}"
+            f"{' --same-rule' if a.same_rule else ''}` on "
             f"{platform.machine()} ({platform.processor() or 'cpu'}), {a.threads} torch threads "
             f"each, code {code_version()}: env steps {a.random}→{a.random + a.steps} after "
             f"{a.random} uniformly random steps (mbrl-lib: {mean('mbrl-lib', 'steps'):.0f} steps, "
