@@ -13,6 +13,7 @@ from mbrl_bench.cli import app
 runner = CliRunner()
 
 
+@pytest.mark.timeout(900)  # a whole suite end to end: ~1 min alone, far more on a loaded machine
 def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
