@@ -85,8 +85,8 @@ def main() -> None:
     ours = SAC(obs_dim, act_dim, low, high, cfg, torch.Generator().manual_seed(0))
     args = types.SimpleNamespace(
         gamma=cfg.gamma, tau=cfg.tau, alpha=0.2, policy="Gaussian", target_update_interval=1,
-        automatic_entropy_tuning=True, target_entropy=-1.0, hidden_size=cfg.hidden_sizes[0],
-        device="cpu", lr=cfg.actor_lr)
+        automatic_entropy_tuning=True, target_entropy=ours.target_entropy,
+        hidden_size=cfg.hidden_sizes[0], device="cpu", lr=cfg.actor_lr)
     theirs = TheirSAC(obs_dim, env.action_space, args)
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((B, obs_dim)).astype(np.float32)
