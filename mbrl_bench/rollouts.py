@@ -22,7 +22,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -44,12 +44,18 @@ from mbrl_bench.models.model_env import ModelEnv, TerminationFn
 class BranchedRolloutConfig:
     """Settings of MBPO's branched rollouts. Defaults are the official code's."""
 
+    added_later: ClassVar[tuple[str, ...]] = ("k",)
+    """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
+
     model_train_freq: int = 250
     """Fit the model and generate rollouts every this many env steps."""
     rollout_batch_size: int = 100_000
     """Start states per generation (400 per env step at the default frequency)."""
     k_schedule: tuple[int, ...] = (20, 100, 1, 1)
     """``[epoch_a, epoch_b, k_min, k_max]``: k_min until epoch_a, linear to k_max at epoch_b."""
+    k: int | None = None
+    """A constant rollout length instead of ``k_schedule`` (the paper's fixed-k ablation);
+    omitted = the schedule."""
     epoch_length: int = 1000
     """Env steps per epoch (the unit of the k schedule and of ``retain_epochs``)."""
     retain_epochs: int = 1
@@ -70,6 +76,8 @@ class BranchedRolloutConfig:
             a, b, k_min, k_max = self.k_schedule
             check(0 <= a <= b, "k_schedule", "epoch_a <= epoch_b, both >= 0")
             check(1 <= k_min <= k_max, "k_schedule", "1 <= k_min <= k_max")
+        check(self.k is None or self.k >= 1, "k", "a rollout length >= 1 (omit it for the "
+              "schedule)")
         check(self.epoch_length > 0, "epoch_length", "a positive integer")
         check(self.retain_epochs > 0, "retain_epochs", "a positive integer")
         check(0.0 <= self.real_ratio <= 1.0, "real_ratio", "a fraction in [0, 1]")
@@ -152,6 +160,9 @@ class BranchedModelData:
 
     @property
     def _schedule(self) -> tuple[int, int, int, int]:
+        """``[epoch_a, epoch_b, k_min, k_max]``; a fixed ``k`` is the schedule ``[0, 0, k, k]``."""
+        if self.config.k is not None:
+            return 0, 0, self.config.k, self.config.k
         a, b, k_min, k_max = self.config.k_schedule
         return a, b, k_min, k_max
 

@@ -15,6 +15,8 @@ part's settings::
 
 ``base = "other-recipe"`` starts from another recipe and overrides it (tables merge key by key;
 a part table that names another part, e.g. another planner, replaces the base's table).
+``drop = ["model", "rollout"]`` removes parts the base has (with the base's per-task settings
+for them), e.g. MBPO without its model.
 
 A **suite** names environments with their budgets, evaluation schedule and reporting budgets,
 the default algorithms and seeds::
@@ -217,7 +219,7 @@ class Recipe:
         }
 
 
-_TOP_KEYS = {"description", "base", "overrides", *PART_KINDS}
+_TOP_KEYS = {"description", "base", "drop", "overrides", *PART_KINDS}
 
 
 def _read_recipe_file(
@@ -243,6 +245,15 @@ def _read_recipe_file(
                               f"expected tables among: {', '.join(PART_KINDS)}")
     if "base" in data and not isinstance(data["base"], str):
         raise ConfigError(str(path), "base", f"expected a recipe name, got {data['base']!r}")
+    drop = data.get("drop", [])
+    if not isinstance(drop, list) or any(k not in PART_KINDS or k == "loop" for k in drop):
+        raise ConfigError(str(path), "drop", "a list of part kinds among: "
+                          f"{', '.join(k for k in PART_KINDS if k != 'loop')}")
+    if drop and "base" not in data:
+        raise ConfigError(str(path), "drop", "only a recipe with a `base` can drop its parts")
+    for kind in drop:
+        if kind in data or any(kind in o for o in overrides.values()):
+            raise ConfigError(str(path), kind, "this recipe drops it (`drop`) and sets it")
     return data, path
 
 
@@ -260,13 +271,17 @@ def _resolve(
     """
     raw, path = _read_recipe_file(name_or_path, extra_dirs, seen)
     overrides: Mapping[str, Any] = raw.get("overrides", {})
-    own = {k: v for k, v in raw.items() if k not in ("base", "overrides", "description")}
+    own = {k: v for k, v in raw.items() if k not in ("base", "drop", "overrides", "description")}
     ids = set(overrides)
     data: dict[str, Any] = {}
     if "base" in raw:
         data, _, base_ids, _ = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
                                         (*seen, str(path.resolve())))
         ids |= base_ids
+        for kind in raw.get("drop", []):
+            if kind not in data:
+                raise ConfigError(str(path), "drop", f"the base recipe has no {kind} to drop")
+            del data[kind]
     data = _merge_level(data, own)
     if env_id is not None and env_id in overrides:
         data = _merge_level(data, overrides[env_id])

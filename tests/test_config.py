@@ -184,3 +184,26 @@ def test_a_field_added_later_keeps_old_run_hashes_while_at_its_default() -> None
                                                   improve_from_initial=True))
     assert recipe_hash(changed, entry, 0) != base
     assert recipe_hash(recipe, replace(entry, optimal_length=14), 0) != base
+
+
+def test_drop_removes_parts_of_the_base(tmp_path: Path) -> None:
+    p = write(tmp_path, "nomodel.toml", 'base = "mbpo"\ndrop = ["model", "rollout"]\n')
+    recipe = load_recipe(str(p), "Hopper-v5")
+    assert [part.kind for part in recipe.parts] == ["loop", "optimizer"]
+    assert recipe.config("optimizer") == load_recipe("mbpo", "Hopper-v5").config("optimizer")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fragment"),
+    [
+        ('base = "mbpo"\ndrop = ["loop"]', "drop", "a list of part kinds"),
+        ('base = "mbpo"\ndrop = "model"', "drop", "a list of part kinds"),
+        ('base = "sac"\ndrop = ["model"]', "drop", "the base recipe has no model"),
+        ('base = "mbpo"\ndrop = ["model", "rollout"]\n[model]\nlr = 1.0', "model", "drops it"),
+    ],
+)
+def test_bad_drop_is_one_line(tmp_path: Path, text: str, key: str, fragment: str) -> None:
+    p = write(tmp_path, "bad.toml", text)
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(p))
+    assert e.value.key == key and fragment in str(e.value), str(e.value)
