@@ -245,16 +245,21 @@ def _read_recipe_file(
                               f"expected tables among: {', '.join(PART_KINDS)}")
     if "base" in data and not isinstance(data["base"], str):
         raise ConfigError(str(path), "base", f"expected a recipe name, got {data['base']!r}")
+    _check_drop(data, overrides, str(path))
+    return data, path
+
+
+def _check_drop(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> None:
+    """``drop`` lists part kinds of the base (never the loop) that this recipe does not set."""
     drop = data.get("drop", [])
     if not isinstance(drop, list) or any(k not in PART_KINDS or k == "loop" for k in drop):
-        raise ConfigError(str(path), "drop", "a list of part kinds among: "
+        raise ConfigError(source, "drop", "a list of part kinds among: "
                           f"{', '.join(k for k in PART_KINDS if k != 'loop')}")
     if drop and "base" not in data:
-        raise ConfigError(str(path), "drop", "only a recipe with a `base` can drop its parts")
+        raise ConfigError(source, "drop", "only a recipe with a `base` can drop its parts")
     for kind in drop:
         if kind in data or any(kind in o for o in overrides.values()):
-            raise ConfigError(str(path), kind, "this recipe drops it (`drop`) and sets it")
-    return data, path
+            raise ConfigError(source, kind, "this recipe drops it (`drop`) and sets it")
 
 
 def _resolve(
