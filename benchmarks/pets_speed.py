@@ -95,7 +95,8 @@ def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
               torch.as_tensor(d["next_obs"]), torch.as_tensor(d["rew"]), g)
     planner = PLANNERS.get(planner_part.name).factory(space.low, space.high, loop.horizon,
                                                       planner_part.config)
-    agent = MPCAgent(model, termination_fn_for(env), None, planner, loop.particles, g)
+    agent = MPCAgent(model, termination_fn_for(env), None, planner, loop.propagation,
+                     loop.particles, g)
     cfg = planner_part.config
     settings = {"population": cfg.population_size, "iterations": cfg.iterations,
                 "elite_ratio": cfg.elite_ratio, "momentum": cfg.momentum,

@@ -41,6 +41,8 @@ class LoopDef:
     check_env: Callable[[Any, Any], None] | None = None
     """``(loop config, env)``: raises if the env lacks something this loop's settings need
     (called before any run starts)."""
+    check_parts: Callable[[Recipe], None] | None = None
+    """Raises :class:`ConfigError` if the recipe's part settings do not fit together."""
 
     def check_recipe(self, recipe: Recipe) -> None:
         kinds = {p.kind for p in recipe.parts}
@@ -61,6 +63,17 @@ class LoopDef:
                 missing = [k for k in group if k not in kinds]
                 raise ConfigError(recipe.source, missing[0],
                                   f"missing; a {present[0]} needs a {' and a '.join(missing)}")
+        if self.check_parts is not None:
+            self.check_parts(recipe)
+
+
+def _check_value_expansion(recipe: Recipe) -> None:
+    """SAC's value expansion needs a model to expand through."""
+    opt = recipe.part("optimizer")
+    if opt is not None and getattr(opt.config, "value_expansion", 0) > 0 \
+            and recipe.part("model") is None:
+        raise ConfigError(recipe.source, "optimizer.value_expansion",
+                          "needs a model: a recipe with a [model] and a [rollout]")
 
 
 OptimizerFactory = Callable[..., Any]
@@ -118,7 +131,8 @@ def _register_all() -> None:
         PolicyLoopConfig,
         LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),),
-                accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS))),
+                accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS)),
+                check_parts=_check_value_expansion),
     )
     LOOPS.add(
         "mpc",

@@ -13,16 +13,20 @@
    model buffer.
 
 k follows the schedule ``[epoch_a, epoch_b, k_min, k_max]`` over epochs of ``epoch_length``
-steps counted from the end of the initial random steps, as in the official code.
+steps counted from the end of the initial random steps, as in the official code (or stays
+at a fixed ``k``). With ``model_data = false`` the model is fitted and diagnosed on the same
+schedule but adds no rollouts (every update batch is real data): the model then serves only a
+policy optimizer that uses it itself, e.g. SAC's value expansion.
+
+The model phase sees the policy only through :class:`StochasticPolicy`.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 
@@ -37,14 +41,33 @@ from mbrl_bench.diagnostics import (
 )
 from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
-from mbrl_bench.models.model_env import ModelEnv, TerminationFn
+from mbrl_bench.models.model_env import ModelEnv, RewardFn, TerminationFn
+
+
+class StochasticPolicy(Protocol):
+    """What the model phase needs of the policy (e.g. :class:`~mbrl_bench.agents.sac.SAC`)."""
+
+    def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions ``B x A`` for observations ``B x O``."""
+        ...
+
+    def dist_params(
+        self, obs: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-squash Gaussian mean and log-std ``B x A`` of the current policy, or of the
+        past one whose weights ``state`` holds."""
+        ...
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the current policy's weights."""
+        ...
 
 
 @dataclass(frozen=True)
 class BranchedRolloutConfig:
     """Settings of MBPO's branched rollouts. Defaults are the official code's."""
 
-    added_later: ClassVar[tuple[str, ...]] = ("k",)
+    added_later: ClassVar[tuple[str, ...]] = ("k", "model_data", "known_reward", "gamma")
     """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     model_train_freq: int = 250
@@ -66,6 +89,14 @@ class BranchedRolloutConfig:
     """How rollouts pick ensemble members (official MBPO: a random elite per row and step)."""
     compounding_horizon: int = 10
     """Horizon K of the logged open-loop prediction error on the newest real trajectories."""
+    model_data: bool = True
+    """Add model rollouts to the policy's training data; false: fit the model only (for a
+    policy optimizer that uses the model itself, e.g. SAC's value expansion)."""
+    known_reward: bool = False
+    """Roll out with the task's known reward function instead of the model's predicted reward
+    (needs one registered for the task)."""
+    gamma: float = 0.99
+    """Discount of the MBPO bounds in the diagnostics (the policy optimizer's γ in MBPO)."""
 
     def __post_init__(self) -> None:
         check(self.model_train_freq > 0, "model_train_freq", "a positive integer")
@@ -82,6 +113,7 @@ class BranchedRolloutConfig:
         check(self.retain_epochs > 0, "retain_epochs", "a positive integer")
         check(0.0 <= self.real_ratio <= 1.0, "real_ratio", "a fraction in [0, 1]")
         check(self.compounding_horizon >= 1, "compounding_horizon", "a positive integer")
+        check(0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
 
 
 def branched_rollout(
@@ -142,19 +174,20 @@ class BranchedModelData:
     def __init__(
         self, model: ProbabilisticEnsemble, termination_fn: TerminationFn,
         config: BranchedRolloutConfig, obs_dim: int, act_dim: int, start_step: int,
-        gamma: float, actor: torch.nn.Module, generator: torch.Generator,
+        generator: torch.Generator, reward_fn: RewardFn | None = None,
     ) -> None:
-        """``actor``: the policy's network, whose snapshots measure the policy shift ε_π."""
+        """``start_step``: the first env step of policy updates (after the random steps);
+        ``reward_fn``: the task's known reward (None: the model's predicted reward)."""
         self.model, self.config, self.start_step = model, config, start_step
-        self.gamma, self.generator = gamma, generator
+        self.gamma, self.generator = config.gamma, generator
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        self.termination_fn = termination_fn
-        self.model_env = ModelEnv(model, termination_fn, propagation=config.propagation,
-                                  generator=generator)
+        self.termination_fn, self.reward_fn = termination_fn, reward_fn
+        self.model_env = ModelEnv(model, termination_fn, reward_fn,
+                                  propagation=config.propagation, generator=generator)
         self.k = rollout_length(0, self._schedule)
         self.model_buffer = ReplayBuffer(obs_dim, act_dim, self._capacity(self.k))
-        self.collect_actor: torch.nn.Module = copy.deepcopy(actor)
-        self.has_collect_actor = False
+        self.collect_policy: dict[str, torch.Tensor] | None = None
+        """Weights of the policy that collects the real data since the last fit (for ε_π)."""
         self.last: dict[str, float] = {}
         self.fitted_step = 0
 
@@ -168,6 +201,8 @@ class BranchedModelData:
 
     def _capacity(self, k: int) -> int:
         c = self.config
+        if not c.model_data:
+            return 1
         per_epoch = k * c.rollout_batch_size * c.epoch_length / c.model_train_freq
         return max(int(c.retain_epochs * per_epoch), c.rollout_batch_size)
 
@@ -180,7 +215,7 @@ class BranchedModelData:
             self.model_buffer.add(b.obs, b.act, b.rew, b.next_obs, b.terminated)
 
     # ------------------------------------------------------------------ ModelPhase
-    def after_step(self, step: int, real: ReplayBuffer, agent: Any) -> None:
+    def after_step(self, step: int, real: ReplayBuffer, agent: StochasticPolicy) -> None:
         c = self.config
         since = step - self.start_step
         if since < 0 or since % c.model_train_freq != 0:
@@ -198,15 +233,15 @@ class BranchedModelData:
         if k != self.k:
             self.k = k
             self._resize(k)
-        t = time.perf_counter()
-        start = real.sample(c.rollout_batch_size, self.generator).obs
-        batch, stats = branched_rollout(self.model_env, agent, start, k)
-        self.model_buffer.add(batch.obs, batch.act, batch.rew, batch.next_obs, batch.terminated)
-        self.last.update(stats, rollout_s=time.perf_counter() - t, k=float(k),
-                         model_buffer=float(len(self.model_buffer)))
-        # the policy that starts collecting the next data
-        self.collect_actor.load_state_dict(agent.actor.state_dict())
-        self.has_collect_actor = True
+        if c.model_data:
+            t = time.perf_counter()
+            start = real.sample(c.rollout_batch_size, self.generator).obs
+            batch, stats = branched_rollout(self.model_env, agent, start, k)
+            self.model_buffer.add(batch.obs, batch.act, batch.rew, batch.next_obs,
+                                  batch.terminated)
+            self.last.update(stats, rollout_s=time.perf_counter() - t, k=float(k),
+                             model_buffer=float(len(self.model_buffer)))
+        self.collect_policy = agent.policy_state()  # the policy that collects the next data
 
     def sample(self, batch_size: int, real: ReplayBuffer, generator: torch.Generator) -> Batch:
         n_real = int(batch_size * self.config.real_ratio)
@@ -219,10 +254,10 @@ class BranchedModelData:
             return parts[0]
         return Batch(*(torch.cat(ts) for ts in zip(*parts, strict=True)))
 
-    def diagnostics(self, step: int, agent: Any) -> dict[str, float]:
+    def diagnostics(self, step: int, agent: StochasticPolicy) -> dict[str, float]:
         return dict(self.last)
 
-    def predicted_return(self, agent: Any, start_obs: torch.Tensor, horizon: int,
+    def predicted_return(self, agent: StochasticPolicy, start_obs: torch.Tensor, horizon: int,
                          generator: torch.Generator) -> float:
         """Mean return of the deterministic policy in the model from ``start_obs`` (``N x O``,
         the evaluation episodes' first observations), for comparison with the real evaluation
@@ -234,8 +269,8 @@ class BranchedModelData:
         where one-step training rollouts never go): a diagnostic never ends a run."""
         if not self.fitted_step:
             return math.nan
-        env = ModelEnv(self.model, self.termination_fn, propagation=self.config.propagation,
-                       generator=generator)
+        env = ModelEnv(self.model, self.termination_fn, self.reward_fn,
+                       propagation=self.config.propagation, generator=generator)
         try:
             return float(model_return(env, agent, start_obs, horizon).mean())
         except NonFiniteError:
@@ -243,7 +278,7 @@ class BranchedModelData:
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
-    def _diagnose(self, real: ReplayBuffer, agent: Any, new_rows: int) -> None:
+    def _diagnose(self, real: ReplayBuffer, agent: StochasticPolicy, new_rows: int) -> None:
         """ε_m on the real data gathered since the last fit (unseen by the model), ε_π between
         the policy that gathered it and the current one, the MBPO bounds, compounding error."""
         ordered = real.all()
@@ -251,9 +286,9 @@ class BranchedModelData:
         ev = self.model.evaluate(newest.obs, newest.act, newest.next_obs, newest.rew)
         eps_m, eps_m_nll = float(ev["elite_mse"]), float(ev["elite_nll"])
         eps_pi_kl = eps_pi = eps_pi_max = math.nan
-        if self.has_collect_actor:
-            mp, lp = self.collect_actor.dist_params(newest.obs)  # type: ignore[operator]
-            mq, lq = agent.actor.dist_params(newest.obs)
+        if self.collect_policy is not None:
+            mp, lp = agent.dist_params(newest.obs, self.collect_policy)
+            mq, lq = agent.dist_params(newest.obs)
             kl = gaussian_kl(mp, lp, mq, lq)
             tv = pinsker_tv(kl)
             eps_pi_kl, eps_pi, eps_pi_max = float(kl.mean()), float(tv.mean()), float(tv.max())
@@ -275,8 +310,8 @@ class BranchedModelData:
         return {
             "model": self.model.state_dict(), "model_opt": self.model.optimizer.state_dict(),
             "buffer": self.model_buffer.state_dict(), "k": self.k, "last": dict(self.last),
-            "fitted_step": self.fitted_step, "collect_actor": self.collect_actor.state_dict(),
-            "has_collect_actor": self.has_collect_actor,
+            "fitted_step": self.fitted_step, "collect_actor": self.collect_policy,
+            "has_collect_actor": self.collect_policy is not None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -286,8 +321,7 @@ class BranchedModelData:
         self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(self.k))
         self.model_buffer.load_state_dict(state["buffer"])
         self.last, self.fitted_step = dict(state["last"]), state["fitted_step"]
-        self.collect_actor.load_state_dict(state["collect_actor"])
-        self.has_collect_actor = state["has_collect_actor"]
+        self.collect_policy = state["collect_actor"] if state["has_collect_actor"] else None
 
 
 @torch.no_grad()

@@ -1,9 +1,11 @@
 """Trajectory sampling (PETS, Chua et al. 2018): the return of action sequences in a model.
 
 :func:`trajectory_returns` is the objective a planner maximises. Each of ``C`` candidate
-sequences is rolled out from the current observation by ``P`` particles propagated TS-∞
-(each particle keeps one ensemble member for the whole horizon) through a
-:class:`~mbrl_bench.models.model_env.ModelEnv` in ``fixed_member`` mode. Rewards are summed up
+sequences is rolled out from the current observation by ``P`` particles through a
+:class:`~mbrl_bench.models.model_env.ModelEnv`, propagated as the model environment says:
+TS-∞ (``fixed_member``: each particle keeps one ensemble member for the whole horizon, PETS's
+choice and the layout below), TS-1 (``random_member``: a new member every step), ``elites``, or
+the members' ``mean`` (PETS's ablations). Rewards are summed up
 to and including the step where a particle terminates (nothing after it) and averaged over the
 particles.
 
@@ -52,19 +54,19 @@ def trajectory_returns(
     """Mean return over ``particles`` TS-∞ particles of each candidate sequence.
 
     ``obs``: the current observation ``O``; ``actions``: candidates ``C x H x A``. Returns ``C``
-    (NaN for a candidate with a diverged particle). ``model_env`` must use ``fixed_member``
-    propagation; it is reset here (its generator draws the model's sampling noise).
+    (NaN for a candidate with a diverged particle). ``model_env`` is reset here (its
+    generator draws the model's sampling noise and, except for TS-∞, the members).
     """
-    if model_env.propagation != "fixed_member":
-        raise ValueError(f"trajectory sampling needs fixed_member (TS-∞) propagation, "
-                         f"not {model_env.propagation}")
     if actions.dim() != 3 or obs.dim() != 1:
         raise ValueError(f"expected obs O and actions C x H x A, got {tuple(obs.shape)}, "
                          f"{tuple(actions.shape)}")
     c, horizon, _ = actions.shape
     n = c * particles
-    members = particle_members(c, particles, model_env.model.ensemble_size)
-    model_env.reset(obs.expand(n, -1), members=members)
+    if model_env.propagation == "fixed_member":
+        members = particle_members(c, particles, model_env.model.ensemble_size)
+        model_env.reset(obs.expand(n, -1), members=members)
+    else:
+        model_env.reset(obs.expand(n, -1))
     total = torch.zeros(n)
     alive = torch.ones(n, dtype=torch.bool)
     diverged = torch.zeros(n, dtype=torch.bool)

@@ -114,7 +114,7 @@ def make_phase(real_ratio: float = 0.25, k_schedule=(0, 1, 1, 1)) -> tuple[Branc
     cfg = BranchedRolloutConfig(model_train_freq=50, rollout_batch_size=64, epoch_length=100,
                                 k_schedule=k_schedule, real_ratio=real_ratio)
     phase = BranchedModelData(model, point_mass_termination(None), cfg, 4, 2, start_step=100,  # type: ignore[arg-type]
-                              gamma=0.99, actor=agent.actor, generator=g)
+                              generator=g)
     return phase, agent
 
 

@@ -207,7 +207,7 @@ class RecordingPlanner:
 
 def test_agent_executes_the_first_action_and_warm_starts_shifted_by_one_step() -> None:
     planner = RecordingPlanner()
-    agent = MPCAgent(member_model(), never, None, planner, particles=5,  # type: ignore[arg-type]
+    agent = MPCAgent(member_model(), never, None, planner, "fixed_member", particles=5,  # type: ignore[arg-type]
                      generator=torch.Generator().manual_seed(0))
     a = agent.act(np.zeros(OD, dtype=np.float32))
     assert a.dtype == np.float32 and a.tolist() == [0.5]

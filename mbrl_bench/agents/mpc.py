@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
-from mbrl_bench.models.model_env import ModelEnv, RewardFn, TerminationFn
+from mbrl_bench.models.model_env import ModelEnv, Propagation, RewardFn, TerminationFn
 from mbrl_bench.planners import Planner
 from mbrl_bench.trajectory import planning_chunk_rows, trajectory_returns
 
@@ -24,21 +24,22 @@ from mbrl_bench.trajectory import planning_chunk_rows, trajectory_returns
 class MPCAgent:
     """PETS's controller: plan with ``planner`` on the TS objective, act, shift the plan.
 
-    ``particles`` TS-∞ particles per candidate; ``reward_fn`` (or None: the model's predicted
+    ``particles`` particles per candidate, propagated by ``propagation`` (PETS: TS-∞, i.e.
+    ``fixed_member``); ``reward_fn`` (or None: the model's predicted
     reward) and ``termination_fn`` act on batches; all sampling uses ``generator``. The model's
     ``predict_chunk_rows`` is set to the planning chunk size (``trajectory.planning_chunk_rows``).
     """
 
     def __init__(
         self, model: ProbabilisticEnsemble, termination_fn: TerminationFn,
-        reward_fn: RewardFn | None, planner: Planner, particles: int,
+        reward_fn: RewardFn | None, planner: Planner, propagation: Propagation, particles: int,
         generator: torch.Generator,
     ) -> None:
         self.planner = planner
         self.particles = particles
         self.generator = generator
         model.predict_chunk_rows = planning_chunk_rows(model.device)
-        self.model_env = ModelEnv(model, termination_fn, reward_fn, "fixed_member",
+        self.model_env = ModelEnv(model, termination_fn, reward_fn, propagation,
                                   generator=generator)
         self.middle = (planner.low + planner.high) / 2  # H x A
         self.warm_start: torch.Tensor | None = None

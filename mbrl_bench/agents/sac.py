@@ -12,14 +12,22 @@ fused Adam step: a SAC update here is ~0.55 GFLOP, so per-operator overhead matt
 arithmetic. Both critics run as one ``baddbmm`` per hidden layer (the scalar output layer is a
 multiply-and-sum), the actor's loss sees the critics through detached weights (so it moves only
 the actor), and the target update is a single ``_foreach_lerp_``.
+
+**Model-based value expansion** (MVE, Feinberg et al. 2018), with ``value_expansion = H > 0``
+and a model environment handed in: the critic's target for a real transition
+``(s0, a0, r0, s1)`` follows the current policy H steps further in the model from ``s1``
+(model rewards and terminations, the soft value's entropy term at every expanded state) and
+bootstraps from the target critics at ``s_{H+1}`` (see :meth:`SAC.td_target`). The model adds
+no data: it only changes the targets of real samples, as in the MBPO paper's MVE comparison.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -31,6 +39,9 @@ from mbrl_bench.config import check
 @dataclass(frozen=True)
 class SACConfig:
     """Settings of SAC. Defaults are the paper's and MBPO's (256x256, lr 3e-4, batch 256)."""
+
+    added_later: ClassVar[tuple[str, ...]] = ("value_expansion",)
+    """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
     """Hidden layer widths of the actor and of each critic."""
@@ -52,6 +63,9 @@ class SACConfig:
     """Tune the temperature automatically; if false it stays at ``init_alpha``."""
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    value_expansion: int = 0
+    """H: expand the critic's targets H steps through the model (MVE, Feinberg et al. 2018);
+    0 = ordinary one-step soft TD targets. H > 0 needs a model (a recipe with a model)."""
 
     def __post_init__(self) -> None:
         check(len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) > 0, "hidden_sizes",
@@ -63,6 +77,16 @@ class SACConfig:
         check(0 < self.tau <= 1, "tau", "a number in (0, 1]")
         check(self.updates_per_step >= 1, "updates_per_step", "an integer >= 1")
         check(self.log_std_min < self.log_std_max, "log_std_min", "less than log_std_max")
+        check(self.value_expansion >= 0, "value_expansion", "a horizon H >= 0 (0: no expansion)")
+
+
+class Dynamics(Protocol):
+    """A batched model environment (e.g. :class:`~mbrl_bench.models.model_env.ModelEnv`)."""
+
+    def reset(self, obs: torch.Tensor) -> Any: ...
+    def step(self, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``act B x A -> (next_obs B x O, reward B, terminated bool B)``."""
+        ...
 
 
 class BatchedLinear(nn.Module):
@@ -173,18 +197,27 @@ class SquashedGaussianActor(nn.Module):
 
 
 class SAC:
-    """SAC policy optimizer: ``update(batch)`` is one step of critic, actor and temperature."""
+    """SAC policy optimizer: ``update(batch)`` is one step of critic, actor and temperature.
+
+    ``model_env``: the model the critic's targets are expanded through when
+    ``config.value_expansion > 0`` (required then, unused otherwise).
+    """
 
     def __init__(
         self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any, config: SACConfig,
-        generator: torch.Generator,
+        generator: torch.Generator, model_env: Dynamics | None = None,
     ) -> None:
+        if config.value_expansion > 0 and model_env is None:
+            raise ValueError("optimizer.value_expansion: needs a model (a recipe with a model)")
         self.config = config
         self.generator = generator
+        self.model_env = model_env
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
         self.actor = SquashedGaussianActor(obs_dim, act_dim, config.hidden_sizes, low, high,
                                            config.log_std_min, config.log_std_max)
+        self._past_actor = copy.deepcopy(self.actor).requires_grad_(False)
+        """Holds the weights of a past policy for :meth:`dist_params`."""
         self.critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
         self.target_critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
         self.target_critic.load_state_dict(self.critic.state_dict())
@@ -222,17 +255,64 @@ class SAC:
                 return self.actor.deterministic(obs)
             return self.actor.act(obs, self.generator)
 
+    # ------------------------------------------------------------------ policy protocol
+    def dist_params(
+        self, obs: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-squash mean and log-std ``B x A`` of the policy at ``obs`` (``B x O``): the
+        current one, or the one whose weights ``state`` (from :meth:`policy_state`) holds."""
+        if state is None:
+            return self.actor.dist_params(obs)
+        self._past_actor.load_state_dict(state)
+        return self._past_actor.dist_params(obs)
+
+    def policy_state(self) -> dict[str, torch.Tensor]:
+        """A copy of the acting policy's weights (for :meth:`dist_params` later)."""
+        return {k: v.detach().clone() for k, v in self.actor.state_dict().items()}
+
+    # ------------------------------------------------------------------ update
     def td_target(
         self, batch: Batch, next_act: torch.Tensor, next_logp: torch.Tensor, alpha: torch.Tensor
     ) -> torch.Tensor:
         """Soft TD target ``B``: r + γ (1 - terminated) (min_i Q'_i(s', a') - α log π(a'|s')).
 
-        Only termination stops bootstrapping; truncated transitions are not terminal.
+        Only termination stops bootstrapping; truncated transitions are not terminal. With
+        ``value_expansion = H > 0`` the target is expanded H steps through the model from
+        ``s1 = next_obs`` (``a_t ~ π(s_t)``, ``(s_{t+1}, r_t, d_{t+1})`` from the model):
+
+            r0 + Σ_{t=1..H} γ^t m_t (r_t - α log π(a_t|s_t))
+               + γ^{H+1} m_{H+1} (min_i Q'_i(s_{H+1}, a_{H+1}) - α log π(a_{H+1}|s_{H+1}))
+
+        where ``m_t`` is 1 while no termination happened before step t (real ``d_1`` from the
+        batch, model ones after). At H = 0 it is the ordinary target.
         """
         with torch.no_grad():
-            q_next = self.target_critic(batch.next_obs, next_act).min(0).values
-            v_next = q_next - alpha * next_logp
-            return batch.rew + self.config.gamma * (1.0 - batch.terminated) * v_next
+            if self.config.value_expansion == 0:
+                q_next = self.target_critic(batch.next_obs, next_act).min(0).values
+                v_next = q_next - alpha * next_logp
+                return batch.rew + self.config.gamma * (1.0 - batch.terminated) * v_next
+            return self._expanded_target(batch, next_act, next_logp, alpha)
+
+    def _expanded_target(
+        self, batch: Batch, act: torch.Tensor, logp: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
+        """The H-step MVE target ``B`` of :meth:`td_target` (no gradient)."""
+        assert self.model_env is not None
+        gamma = self.config.gamma
+        target = batch.rew.clone()
+        alive = batch.terminated == 0
+        discount = gamma
+        obs = batch.next_obs
+        self.model_env.reset(obs)
+        for _ in range(self.config.value_expansion):
+            next_obs, rew, term = self.model_env.step(act)
+            target += torch.where(alive, discount * (rew - alpha * logp), 0.0)
+            alive = alive & ~term
+            discount *= gamma
+            obs = next_obs
+            act, logp = self.actor.sample(obs, self.generator)
+        q = self.target_critic(obs, act).min(0).values
+        return target + torch.where(alive, discount * (q - alpha * logp), 0.0)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One SAC step on ``batch``: critic, actor and temperature from the same parameters.

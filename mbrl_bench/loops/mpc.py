@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from mbrl_bench.config import check
 from mbrl_bench.envs.make import get_env_state, set_env_state
 from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.loops.policy import eval_seeds, evaluation_row
+from mbrl_bench.models.model_env import Propagation
 
 if TYPE_CHECKING:
     from mbrl_bench.runner.compose import Components
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 class MPCLoopConfig:
     """Settings of the MPC loop (budget and evaluation schedule come from the suite)."""
 
+    added_later: ClassVar[tuple[str, ...]] = ("propagation",)
+    """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
+
     initial_random_steps: int = 1000
     """Uniformly random actions first (PETS: one trial; recipes set the task's trial length;
     a suite entry may override). The model is first fitted when they end."""
@@ -52,8 +56,12 @@ class MPCLoopConfig:
     horizon: int = 30
     """Planning horizon ``H``: length of the action sequences the planner optimises."""
     particles: int = 20
-    """TS-∞ particles per candidate action sequence (a multiple of the ensemble size gives
-    every candidate the same members)."""
+    """Particles per candidate action sequence (with TS-∞, a multiple of the ensemble size
+    gives every candidate the same members)."""
+    propagation: Propagation = "fixed_member"
+    """How particles use the ensemble (PETS's ablation): ``fixed_member`` (TS-∞, one member per
+    particle for the whole horizon), ``random_member`` (TS-1, a new member every step),
+    ``mean`` (the members' mean prediction), ``elites`` (a random elite every step)."""
     known_reward: bool = False
     """Plan with the task's known reward function (``envs/rewards.py``) instead of the
     model's predicted reward."""
@@ -103,6 +111,7 @@ def check_mpc_env(cfg: MPCLoopConfig, env: Any) -> None:
 
 def _agent(c: Components, generator: torch.Generator) -> MPCAgent:
     return MPCAgent(c.model, c.termination_fn, c.reward_fn, c.planner,
+                    c.loop_config.propagation,
                     c.loop_config.particles, generator)
 
 

@@ -12,6 +12,7 @@ import torch
 from mbrl_bench.envs.make import check_spaces, make_env
 from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
+from mbrl_bench.models.model_env import ModelEnv
 from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS, LoopDef
 from mbrl_bench.runner.spec import RunSpec
 
@@ -63,17 +64,27 @@ def compose(spec: RunSpec) -> Components:
     space: Any = env.action_space
     obs_dim = int(np.prod(env.observation_space.shape or (1,)))
     act_dim = int(np.prod(space.shape or (1,)))
-    opt = recipe.part("optimizer")
-    if opt is not None:
-        c.optimizer = OPTIMIZERS.get(opt.name).factory(
-            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen)
-    model, rollout = recipe.part("model"), recipe.part("rollout")
+    opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
+    # in dependency order: the model, then the optimizer (which may use it), then the model
+    # phase (which trains the model and rolls out the optimizer's policy)
+    net = reward_fn = None
     if model is not None and rollout is not None:
         net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        if rollout.config.known_reward:
+            reward_fn = reward_fn_for(env)
+    if opt is not None:
+        model_env = None
+        if net is not None and rollout is not None \
+                and getattr(opt.config, "value_expansion", 0) > 0:
+            model_env = ModelEnv(net, termination_fn_for(env), reward_fn,
+                                 propagation=rollout.config.propagation, generator=torch_gen)
+        c.optimizer = OPTIMIZERS.get(opt.name).factory(
+            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env)
+    if net is not None and rollout is not None:
         c.model_phase = ROLLOUTS.get(rollout.name).factory(
             net, termination_fn_for(env), rollout.config, obs_dim, act_dim,
-            start_step=loop_part.config.initial_random_steps, gamma=opt.config.gamma if opt
-            else 0.99, actor=c.optimizer.actor, generator=torch_gen)
+            start_step=loop_part.config.initial_random_steps, generator=torch_gen,
+            reward_fn=reward_fn)
     planner = recipe.part("planner")
     if model is not None and planner is not None:
         c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
