@@ -3,6 +3,11 @@
 A recipe section ``[kind]`` names an entry of the registry for that kind (``PART_KINDS``). The
 ``loop`` section is always first and decides which other parts a recipe must or may have.
 Termination functions are registered per environment id in :mod:`mbrl_bench.envs.termination`.
+
+Layering: this module sits below the loops and the runner. A loop's entry holds its settings
+class and its contract (:class:`LoopDef`: the parts it needs, the spaces it runs on); the
+function that runs it is bound by the composition root (``runner/compose.py``), so loading a
+recipe never imports a loop.
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ PART_KINDS = ("loop", "optimizer", "model", "rollout", "planner")
 
 @dataclass(frozen=True)
 class LoopDef:
-    """A training loop: the function that runs it and the parts a recipe must/may give it."""
+    """A training loop's contract: the spaces it runs on and the parts a recipe must/may give
+    it."""
 
-    run: Callable[..., None]
     space: SpaceKind
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
@@ -98,6 +103,15 @@ NEURAL_MODELS = ("pe", "deterministic")
 """The models the continuous-control loops can use (not the tabular one)."""
 
 
+def check_mpc_env(cfg: Any, env: Any) -> None:
+    """Raise :class:`~mbrl_bench.errors.UnsupportedEnvError` if the MPC loop's settings want a
+    known reward that ``env`` does not have."""
+    if cfg.known_reward:
+        from mbrl_bench.envs.rewards import reward_fn_for
+
+        reward_fn_for(env)
+
+
 def _register_all() -> None:
     from dataclasses import replace
 
@@ -107,9 +121,7 @@ def _register_all() -> None:
         TabularModel,
         TabularModelConfig,
     )
-    from mbrl_bench.loops.mpc import MPCLoopConfig, check_mpc_env, run_mpc_loop
-    from mbrl_bench.loops.policy import PolicyLoopConfig, run_policy_loop
-    from mbrl_bench.loops.tabular import TabularLoopConfig, run_tabular_loop
+    from mbrl_bench.loops.configs import MPCLoopConfig, PolicyLoopConfig, TabularLoopConfig
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
     from mbrl_bench.planners import (
         CEM,
@@ -129,7 +141,7 @@ def _register_all() -> None:
         "policy",
         "Policy loop: collect, (fit model, roll out), update the policy, evaluate",
         PolicyLoopConfig,
-        LoopDef(run_policy_loop, "box", required=("optimizer",), optional=("model", "rollout"),
+        LoopDef("box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),),
                 accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS)),
                 check_parts=_check_value_expansion),
@@ -138,7 +150,7 @@ def _register_all() -> None:
         "mpc",
         "MPC loop (PETS): random trial, fit the model, plan every step with trajectory sampling",
         MPCLoopConfig,
-        LoopDef(run_mpc_loop, "box", required=("model", "planner"), check_env=check_mpc_env,
+        LoopDef("box", required=("model", "planner"), check_env=check_mpc_env,
                 accepts=(("model", NEURAL_MODELS),)),
     )
     MODELS.add(
@@ -165,7 +177,7 @@ def _register_all() -> None:
         "tabular",
         "Tabular loop (Dyna-Q): act, Q-update, model update, n planning updates, evaluate",
         TabularLoopConfig,
-        LoopDef(run_tabular_loop, "discrete", required=("optimizer", "model"),
+        LoopDef("discrete", required=("optimizer", "model"),
                 accepts=(("optimizer", ("q-learning",)), ("model", ("tabular",))),
                 needs_termination=False),
     )

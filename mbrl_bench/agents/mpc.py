@@ -38,12 +38,18 @@ class MPCAgent:
         self.planner = planner
         self.particles = particles
         self.generator = generator
+        self._args = (model, termination_fn, reward_fn, planner, propagation, particles)
         model.predict_chunk_rows = planning_chunk_rows(model.device)
         self.model_env = ModelEnv(model, termination_fn, reward_fn, propagation,
                                   generator=generator)
         self.middle = (planner.low + planner.high) / 2  # H x A
         self.warm_start: torch.Tensor | None = None
         """The next search's start ``H x A`` (None: the middle of the bounds)."""
+
+    def with_generator(self, generator: torch.Generator) -> MPCAgent:
+        """A fresh controller on the same model and planner drawing from ``generator`` (an
+        evaluation's own, so evaluating never changes the training's random numbers)."""
+        return MPCAgent(*self._args, generator=generator)
 
     def reset(self) -> None:
         """A new episode: forget the last plan."""

@@ -22,36 +22,31 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from mbrl_bench.buffer import Batch, ReplayBuffer
-from mbrl_bench.config import check
-from mbrl_bench.envs.make import get_env_state, set_env_state
 from mbrl_bench.errors import NonFiniteError
+from mbrl_bench.loops.configs import PolicyLoopConfig
+from mbrl_bench.loops.scaffold import (
+    Components,
+    RunRecord,
+    Scaffold,
+    eval_seeds,
+    evaluation_row,
+    run_episode,
+)
 
-if TYPE_CHECKING:
-    from mbrl_bench.runner.compose import Components
-    from mbrl_bench.runner.store import RunStore
-
-
-@dataclass(frozen=True)
-class PolicyLoopConfig:
-    """Settings of the policy loop (budget and evaluation schedule come from the suite)."""
-
-    initial_random_steps: int = 5000
-    """Uniformly random actions before the policy acts and updates start (suite may override)."""
-    buffer_capacity: int = 1_000_000
-    """Capacity of the real replay buffer."""
-    log_every: int = 1000
-    """Write a metrics row every this many env steps."""
-
-    def __post_init__(self) -> None:
-        check(self.initial_random_steps >= 0, "initial_random_steps", "a non-negative integer")
-        check(self.buffer_capacity > 0, "buffer_capacity", "a positive integer")
-        check(self.log_every > 0, "log_every", "a positive integer")
+__all__ = [
+    "PHASE_KEYS",
+    "UPDATE_KEYS",
+    "PolicyLoopConfig",
+    "eval_seeds",
+    "evaluate",
+    "run_policy_loop",
+]
 
 
 class PolicyOptimizer(Protocol):
@@ -74,16 +69,16 @@ class ModelPhase(Protocol):
 
     metric_keys: tuple[str, ...]
 
-    def after_step(self, step: int, real: ReplayBuffer, agent: PolicyOptimizer) -> None:
+    def after_step(self, step: int, real: ReplayBuffer, agent: Any) -> None:
         """Called after every real step: fit the model and generate model data when due."""
 
     def sample(self, batch_size: int, real: ReplayBuffer, generator: torch.Generator) -> Batch:
         """A policy-update batch (e.g. a mix of real and model transitions)."""
 
-    def diagnostics(self, step: int, agent: PolicyOptimizer) -> dict[str, float]:
+    def diagnostics(self, step: int, agent: Any) -> dict[str, float]:
         """Diagnostics for the metrics row at ``step``."""
 
-    def predicted_return(self, agent: PolicyOptimizer, start_obs: torch.Tensor, horizon: int,
+    def predicted_return(self, agent: Any, start_obs: torch.Tensor, horizon: int,
                          generator: torch.Generator) -> float:
         """The deterministic policy's mean return in the model from ``start_obs`` (``N x O``)."""
 
@@ -100,117 +95,76 @@ PHASE_KEYS = ("env_s", "model_s", "update_s")
 def evaluate(
     agent: PolicyOptimizer, env: Any, episodes: int, seeds: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Returns ``episodes`` of the deterministic policy, each episode reset with its seed, and
-    the episodes' first observations (``episodes x O``)."""
-    returns, starts = np.zeros(episodes), []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seeds[i])
-        starts.append(np.asarray(obs, dtype=np.float32))
-        done = False
-        while not done:
-            obs, r, term, trunc, _ = env.step(agent.act(obs, deterministic=True))
-            returns[i] += float(r)
-            done = bool(term or trunc)
-    return returns, np.stack(starts)
-
-
-def evaluation_row(returns: np.ndarray, env_step: int, episodes: int, elapsed: float
-                   ) -> dict[str, Any]:
-    """The ``evals.csv`` row of one evaluation's ``returns`` (shared by every loop); raises
-    :class:`NonFiniteError` if a return is not finite."""
-    if not np.all(np.isfinite(returns)):
-        raise NonFiniteError(f"non-finite evaluation return at env step {env_step}")
-    return {
-        "env_step": env_step, "episodes": episodes, "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()), "return_min": float(returns.min()),
-        "return_max": float(returns.max()), "wall_clock_s": elapsed,
-    }
-
-
-def eval_seeds(run_seed: int, env_step: int, episodes: int) -> list[int]:
-    """Reset seeds of one evaluation: a function of (run seed, step) only, so resume-safe."""
-    ss = np.random.SeedSequence([run_seed, 0xE7A1, env_step])
-    return [int(s) for s in ss.generate_state(episodes)]
+    """Returns of ``episodes`` episodes of the deterministic policy, each episode reset with its
+    seed, and the episodes' first observations (``episodes x O``)."""
+    runs = [run_episode(env, lambda o: agent.act(o, deterministic=True), s)
+            for s in seeds[:episodes]]
+    return (np.array([r for r, _, _ in runs]),
+            np.stack([np.asarray(o, dtype=np.float32) for _, _, o in runs]))
 
 
 @dataclass
-class _Episode:
-    obs: Any
-    ret: float = 0.0
-    length: int = 0
-    count: int = 0
+class _Own:
+    """The loop's own state between steps (checkpointed with the scaffold's)."""
 
-
-@dataclass
-class _State:
-    """The loop's mutable state between steps (all of it goes into the checkpoint)."""
-
-    ep: _Episode
-    step: int = 0
-    elapsed: float = 0.0
     sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(UPDATE_KEYS)))
     n_updates: int = 0
     recent_returns: list[float] = field(default_factory=list)
-    last_eval: float = math.nan
-    interval_start: int = 0
-    """Env step at which the current timing interval started (steps/s after a resume)."""
     phase_s: list[float] = field(default_factory=lambda: [0.0] * len(PHASE_KEYS))
 
 
 def run_policy_loop(
-    c: Components, store: RunStore, progress: Callable[[str], None] = print
+    c: Components, store: RunRecord, progress: Callable[[str], None] = print
 ) -> None:
     """Train ``c.optimizer`` on ``c.env`` for the suite's budget, writing rows and checkpoints."""
     cfg: PolicyLoopConfig = c.loop_config
-    entry, agent, env, model_phase = c.spec.env, c.optimizer, c.env, c.model_phase
-    space: Any = env.action_space
-    obs_dim = int(np.prod(env.observation_space.shape or (1,)))
-    real = ReplayBuffer(obs_dim, int(space.shape[0]), min(cfg.buffer_capacity, entry.budget))
-    st = _restore(c, store, real, progress)
-    t0, t_interval = time.perf_counter() - st.elapsed, time.perf_counter()
-    while st.step < entry.budget:
+    agent, model_phase, real = c.optimizer, c.model_phase, c.buffer
+    space: Any = c.env.action_space
+    sc = Scaffold(c, store, progress, parts={"optimizer": agent, "buffer": real,
+                                             "model_phase": model_phase})
+    ckpt = sc.start()
+    own = _Own() if ckpt is None else _Own(ckpt["sums"], ckpt["n_updates"],
+                                           list(ckpt["recent_returns"]))
+    while sc.step < sc.budget:
         # --- collect
         t_phase = time.perf_counter()
-        if st.step < cfg.initial_random_steps:
+        obs = sc.obs
+        if sc.step < cfg.initial_random_steps:
             action = c.np_rng.uniform(space.low, space.high).astype(space.dtype)
         else:
-            action = agent.act(st.ep.obs, deterministic=False)
-        next_obs, r, term, trunc, _ = env.step(action)
-        real.add_one(st.ep.obs, action, float(r), next_obs, bool(term), bool(trunc))
-        st.ep.ret, st.ep.length, st.step = st.ep.ret + float(r), st.ep.length + 1, st.step + 1
-        if term or trunc:
-            st.recent_returns.append(st.ep.ret)
-            st.ep = _Episode(obs=env.reset()[0], count=st.ep.count + 1)
-        else:
-            st.ep.obs = next_obs
-        t_phase = _lap(st, 0, t_phase)
+            action = agent.act(obs, deterministic=False)
+        next_obs, r, term, trunc = sc.env_step(action)
+        real.add_one(obs, action, r, next_obs, term, trunc)
+        finished = sc.end_step(term, trunc)
+        if finished is not None:
+            own.recent_returns.append(finished[0])
+        t_phase = _lap(own, 0, t_phase)
         # --- model phase (model-based recipes only)
         if model_phase is not None:
-            model_phase.after_step(st.step, real, agent)
-            t_phase = _lap(st, 1, t_phase)
+            model_phase.after_step(sc.step, real, agent)
+            t_phase = _lap(own, 1, t_phase)
         # --- update
-        if st.step >= cfg.initial_random_steps and len(real) >= agent.config.batch_size:
-            _update(c, st, real)
-            _lap(st, 2, t_phase)
+        if sc.step >= cfg.initial_random_steps and len(real) >= agent.config.batch_size:
+            _update(c, own, real)
+            _lap(own, 2, t_phase)
         # --- log, evaluate, checkpoint
-        if st.step % cfg.log_every == 0 or st.step == entry.budget:
-            now = time.perf_counter()
-            _log(c, st, store, now - t_interval, now - t0, progress)
-            t_interval = now
-        if st.step % entry.eval_every == 0 or st.step == entry.budget:
-            t_eval = time.perf_counter()
-            st.elapsed = t_eval - t0
-            _evaluate_and_checkpoint(c, st, store, real)
-            t_interval += time.perf_counter() - t_eval  # steps/s counts training time only
+        if sc.log_due(cfg.log_every):
+            _log(c, sc, own, store, progress)
+        if sc.eval_due():
+            sc.begin_eval()
+            _evaluate(c, sc, store)
+            sc.checkpoint({"sums": own.sums, "n_updates": own.n_updates,
+                           "recent_returns": own.recent_returns})
+            sc.end_eval()
 
 
-def _lap(st: _State, phase: int, since: float) -> float:
+def _lap(own: _Own, phase: int, since: float) -> float:
     now = time.perf_counter()
-    st.phase_s[phase] += now - since
+    own.phase_s[phase] += now - since
     return now
 
 
-def _update(c: Components, st: _State, real: ReplayBuffer) -> None:
+def _update(c: Components, own: _Own, real: ReplayBuffer) -> None:
     agent, opt_cfg = c.optimizer, c.optimizer.config
     for _ in range(opt_cfg.updates_per_step):
         if c.model_phase is None:
@@ -218,79 +172,43 @@ def _update(c: Components, st: _State, real: ReplayBuffer) -> None:
         else:
             batch = c.model_phase.sample(opt_cfg.batch_size, real, c.torch_gen)
         out = agent.update(batch)
-        st.sums += torch.stack([out[k] for k in UPDATE_KEYS])
-        st.n_updates += 1
+        own.sums += torch.stack([out[k] for k in UPDATE_KEYS])
+        own.n_updates += 1
 
 
-def _log(c: Components, st: _State, store: RunStore, interval_s: float, wall_s: float,
+def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord,
          progress: Callable[[str], None]) -> None:
-    means = (st.sums / st.n_updates).tolist() if st.n_updates else [math.nan] * len(UPDATE_KEYS)
-    if st.n_updates and not all(math.isfinite(v) for v in means):
+    means = (own.sums / own.n_updates).tolist() if own.n_updates else [math.nan] * len(
+        UPDATE_KEYS)
+    if own.n_updates and not all(math.isfinite(v) for v in means):
         bad = [k for k, v in zip(UPDATE_KEYS, means, strict=True) if not math.isfinite(v)]
-        raise NonFiniteError(f"non-finite {', '.join(bad)} by env step {st.step}")
-    sps = (st.step - st.interval_start) / max(interval_s, 1e-9)
+        raise NonFiniteError(f"non-finite {', '.join(bad)} by env step {sc.step}")
+    sps, wall_s = sc.interval()
     row: dict[str, Any] = {
-        "env_step": st.step, "episodes": st.ep.count,
-        "train_return": float(np.mean(st.recent_returns)) if st.recent_returns else math.nan,
-        **dict(zip(UPDATE_KEYS, means, strict=True)), "updates": st.n_updates,
-        "steps_per_s": sps, **dict(zip(PHASE_KEYS, st.phase_s, strict=True)),
+        "env_step": sc.step, "episodes": sc.episodes,
+        "train_return": float(np.mean(own.recent_returns)) if own.recent_returns else math.nan,
+        **dict(zip(UPDATE_KEYS, means, strict=True)), "updates": own.n_updates,
+        "steps_per_s": sps, **dict(zip(PHASE_KEYS, own.phase_s, strict=True)),
         "wall_clock_s": wall_s,
     }
     if c.model_phase is not None:
-        diag = c.model_phase.diagnostics(st.step, c.optimizer)
+        diag = c.model_phase.diagnostics(sc.step, c.optimizer)
         row.update({k: diag.get(k, math.nan) for k in c.model_phase.metric_keys})
     store.append_metrics(row)
-    progress(f"{c.spec.run_id}: step {st.step}/{c.spec.env.budget}  train return "
-             f"{row['train_return']:.1f}  eval {st.last_eval:.1f}  {sps:.0f} steps/s")
-    st.sums, st.n_updates, st.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
-    st.interval_start, st.phase_s = st.step, [0.0] * len(PHASE_KEYS)
+    progress(f"{c.run_id}: step {sc.step}/{sc.budget}  train return "
+             f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  {sps:.0f} steps/s")
+    own.sums, own.n_updates, own.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
+    own.phase_s = [0.0] * len(PHASE_KEYS)
 
 
-def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: ReplayBuffer
-                             ) -> None:
-    entry = c.spec.env
-    seeds = eval_seeds(c.spec.seed, st.step, entry.eval_episodes)
+def _evaluate(c: Components, sc: Scaffold, store: RunRecord) -> None:
+    entry = c.entry
+    seeds = sc.eval_seeds(entry.eval_episodes)
     rets, starts = evaluate(c.optimizer, c.eval_env, entry.eval_episodes, seeds)
-    row = evaluation_row(rets, st.step, st.ep.count, st.elapsed)
-    st.last_eval = row["return_mean"]
+    row = evaluation_row(rets, sc.step, sc.episodes, sc.elapsed)
+    sc.last_eval = row["return_mean"]
     if c.model_phase is not None:  # model exploitation: the same policy and starts, in the model
         horizon = getattr(c.eval_env.spec, "max_episode_steps", None) or 1000
         row["model_return_mean"] = c.model_phase.predicted_return(
             c.optimizer, torch.as_tensor(starts), horizon, torch.Generator().manual_seed(seeds[0]))
     store.append_eval(row)
-    store.save_checkpoint({
-        "step": st.step, "elapsed": st.elapsed, "last_eval": st.last_eval,
-        "obs": np.asarray(st.ep.obs, dtype=np.float64).tolist(), "ep_return": st.ep.ret,
-        "ep_length": st.ep.length, "episodes": st.ep.count, "env_state": get_env_state(c.env),
-        "optimizer": c.optimizer.state_dict(), "buffer": real.state_dict(),
-        "torch_gen": c.torch_gen.get_state(), "np_rng": c.np_rng.bit_generator.state,
-        "sums": st.sums, "n_updates": st.n_updates, "recent_returns": st.recent_returns,
-        "model_phase": c.model_phase.state_dict() if c.model_phase is not None else None,
-    })
-
-
-def _restore(c: Components, store: RunStore, real: ReplayBuffer,
-             progress: Callable[[str], None]) -> _State:
-    """A fresh state, or the state of the last checkpoint (rows past it are dropped)."""
-    first_obs = c.env.reset(seed=c.env_seed)[0]
-    ckpt = store.load_checkpoint()
-    if ckpt is None:
-        return _State(_Episode(first_obs))
-    store.truncate_after(ckpt["step"])
-    if ckpt["env_state"] is not None:
-        set_env_state(c.env, ckpt["env_state"])
-        ep = _Episode(np.asarray(ckpt["obs"], dtype=c.env.observation_space.dtype),
-                      ckpt["ep_return"], ckpt["ep_length"], ckpt["episodes"])
-    else:  # no exact state for this env: the interrupted episode is dropped, a new one starts
-        ep = _Episode(first_obs, count=ckpt["episodes"])
-        progress(f"{c.spec.run_id}: this env's state cannot be saved; resumed at an episode "
-                 "start, so later numbers differ from an uninterrupted run")
-    c.optimizer.load_state_dict(ckpt["optimizer"])
-    real.load_state_dict(ckpt["buffer"])
-    c.torch_gen.set_state(ckpt["torch_gen"])
-    c.np_rng.bit_generator.state = ckpt["np_rng"]
-    if c.model_phase is not None:
-        c.model_phase.load_state_dict(ckpt["model_phase"])
-    progress(f"{c.spec.run_id}: resumed at step {ckpt['step']}")
-    return _State(ep, ckpt["step"], ckpt["elapsed"], ckpt["sums"], ckpt["n_updates"],
-                  list(ckpt["recent_returns"]), ckpt["last_eval"], interval_start=ckpt["step"])

@@ -27,97 +27,66 @@ and the episode in progress, so a resumed run writes the same rows as an uninter
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from mbrl_bench.agents.tabular import QLearning, TabularModel
-from mbrl_bench.config import check
-from mbrl_bench.envs.make import get_env_state, set_env_state
-from mbrl_bench.loops.policy import eval_seeds, evaluation_row
+from mbrl_bench.loops.configs import TabularLoopConfig
+from mbrl_bench.loops.scaffold import (
+    Components,
+    RunRecord,
+    Scaffold,
+    evaluation_row,
+    run_episode,
+)
 
-if TYPE_CHECKING:
-    from mbrl_bench.runner.compose import Components
-    from mbrl_bench.runner.store import RunStore
+__all__ = ["EPISODE_COLUMNS", "TabularLoopConfig", "greedy_episode", "run_tabular_loop"]
 
 EPISODE_COLUMNS = ("env_step", "episode", "return", "length", "greedy_return", "greedy_length")
 """Columns of the per-episode rows in ``metrics.csv``."""
-
-
-@dataclass(frozen=True)
-class TabularLoopConfig:
-    """Settings of the tabular loop (budget and evaluation schedule come from the suite)."""
-
-    planning_steps: int = 5
-    """n: Q-learning updates on model transitions per real step (0 is Q-learning)."""
-    eval_max_steps: int = 200
-    """A greedy (evaluation) episode is cut after this many steps."""
-
-    def __post_init__(self) -> None:
-        check(self.planning_steps >= 0, "planning_steps", "a non-negative integer (n)")
-        check(self.eval_max_steps > 0, "eval_max_steps", "a positive integer")
 
 
 def greedy_episode(agent: QLearning, env: Any, seed: int, max_steps: int) -> tuple[float, int]:
     """(return, length) of one episode of the greedy policy, reset with ``seed``, cut after
     ``max_steps`` steps; ties between greedy actions are broken by a generator from ``seed``."""
     rng = np.random.default_rng(seed)
-    s, _ = env.reset(seed=seed)
-    ret, length, done = 0.0, 0, False
-    while not done and length < max_steps:
-        s, r, term, trunc, _ = env.step(agent.greedy(s, rng))
-        ret, length, done = ret + float(r), length + 1, bool(term or trunc)
+    ret, length, _ = run_episode(env, lambda s: agent.greedy(s, rng), seed, max_steps)
     return ret, length
 
 
-@dataclass
-class _State:
-    """The loop's mutable state between steps (all but ``rows``, which are written before
-    each checkpoint, goes into the checkpoint)."""
-
-    s: int
-    step: int = 0
-    episodes: int = 0
-    ep_return: float = 0.0
-    ep_length: int = 0
-    elapsed: float = 0.0
-    last_eval: float = math.nan
-    rows: list[dict[str, float]] = field(default_factory=list)
-    """Episode rows not yet written (written just before each checkpoint)."""
-
-
 def run_tabular_loop(
-    c: Components, store: RunStore, progress: Callable[[str], None] = print
+    c: Components, store: RunRecord, progress: Callable[[str], None] = print
 ) -> None:
     """Train ``c.optimizer`` with ``c.model`` on ``c.env`` for the suite's budget."""
     cfg: TabularLoopConfig = c.loop_config
-    entry, agent, model, env, rng = c.spec.env, c.optimizer, c.model, c.env, c.np_rng
-    st = _restore(c, store, progress)
-    t0 = time.perf_counter() - st.elapsed
-    while st.step < entry.budget:
+    agent, model, rng = c.optimizer, c.model, c.np_rng
+    sc = Scaffold(c, store, progress, parts={"optimizer": agent, "model": model})
+    sc.start()
+    rows: list[dict[str, Any]] = []
+    """Episode rows not yet written (written just before each checkpoint)."""
+    while sc.step < sc.budget:
         # --- act, learn from the real step, remember it
-        a = agent.act(st.s, rng)
-        s2, r, term, trunc, _ = env.step(a)
-        agent.update(st.s, a, float(r), s2, bool(term))
-        model.observe(st.s, a, float(r), s2, bool(term))
+        s = sc.obs
+        a = agent.act(s, rng)
+        s2, r, term, trunc = sc.env_step(a)
+        agent.update(s, a, r, s2, term)
+        model.observe(s, a, r, s2, term)
         # --- plan
         _plan(agent, model, cfg.planning_steps, rng)
-        st.step, st.ep_return, st.ep_length = st.step + 1, st.ep_return + float(r), st.ep_length + 1
-        if term or trunc:
-            _end_episode(c, st, store)
-            st.s = env.reset()[0]
-        else:
-            st.s = s2
+        finished = sc.end_step(term, trunc)
+        if finished is not None:
+            rows.append(_episode_row(c, sc, *finished))
         # --- evaluate, checkpoint
-        if st.step % entry.eval_every == 0 or st.step == entry.budget:
-            st.elapsed = time.perf_counter() - t0
-            _evaluate_and_checkpoint(c, st, store)
-            progress(f"{c.spec.run_id}: step {st.step}/{entry.budget}  episodes {st.episodes}"
-                     f"  eval {st.last_eval:.2f}")
+        if sc.eval_due():
+            sc.begin_eval()
+            store.extend_metrics(rows)
+            rows = []
+            _evaluate(c, sc, store)
+            sc.checkpoint({})
+            progress(f"{c.run_id}: step {sc.step}/{sc.budget}  episodes {sc.episodes}"
+                     f"  eval {sc.last_eval:.2f}")
 
 
 def _plan(agent: QLearning, model: TabularModel, n: int, rng: np.random.Generator) -> None:
@@ -127,14 +96,12 @@ def _plan(agent: QLearning, model: TabularModel, n: int, rng: np.random.Generato
         agent.update(s, a, r, s2, term)
 
 
-def _end_episode(c: Components, st: _State, store: RunStore) -> None:
-    st.episodes += 1
+def _episode_row(c: Components, sc: Scaffold, ret: float, length: int) -> dict[str, Any]:
+    """The metrics row of the training episode that just ended, with a greedy episode."""
     greedy_ret, greedy_len = greedy_episode(
-        c.optimizer, c.eval_env, _greedy_seed(c.spec.seed, st.episodes),
-        c.loop_config.eval_max_steps)
-    st.rows.append(dict(zip(EPISODE_COLUMNS, (
-        st.step, st.episodes, st.ep_return, st.ep_length, greedy_ret, greedy_len), strict=True)))
-    st.ep_return, st.ep_length = 0.0, 0
+        c.optimizer, c.eval_env, _greedy_seed(c.seed, sc.episodes), c.loop_config.eval_max_steps)
+    return dict(zip(EPISODE_COLUMNS, (sc.step, sc.episodes, ret, length, greedy_ret,
+                                      greedy_len), strict=True))
 
 
 def _greedy_seed(run_seed: int, episode: int) -> int:
@@ -142,41 +109,10 @@ def _greedy_seed(run_seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([run_seed, 0x6EED, episode]).generate_state(1)[0])
 
 
-def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore) -> None:
-    entry = c.spec.env
-    store.extend_metrics(st.rows)
-    st.rows = []
+def _evaluate(c: Components, sc: Scaffold, store: RunRecord) -> None:
+    entry = c.entry
     rets = np.array([greedy_episode(c.optimizer, c.eval_env, seed, c.loop_config.eval_max_steps
-                                    )[0]
-                     for seed in eval_seeds(c.spec.seed, st.step, entry.eval_episodes)])
-    row = evaluation_row(rets, st.step, st.episodes, st.elapsed)
-    st.last_eval = row["return_mean"]
+                                    )[0] for seed in sc.eval_seeds(entry.eval_episodes)])
+    row = evaluation_row(rets, sc.step, sc.episodes, sc.elapsed)
+    sc.last_eval = row["return_mean"]
     store.append_eval(row)
-    store.save_checkpoint({
-        "step": st.step, "episodes": st.episodes, "s": int(st.s), "ep_return": st.ep_return,
-        "ep_length": st.ep_length, "elapsed": st.elapsed, "last_eval": st.last_eval,
-        "env_state": get_env_state(c.env), "optimizer": c.optimizer.state_dict(),
-        "model": c.model.state_dict(), "np_rng": c.np_rng.bit_generator.state,
-    })
-
-
-def _restore(c: Components, store: RunStore, progress: Callable[[str], None]) -> _State:
-    """A fresh state, or the state of the last checkpoint (rows past it are dropped)."""
-    first_s = int(c.env.reset(seed=c.env_seed)[0])
-    ckpt = store.load_checkpoint()
-    if ckpt is None:
-        return _State(first_s)
-    store.truncate_after(ckpt["step"])
-    st = _State(first_s, ckpt["step"], ckpt["episodes"], elapsed=ckpt["elapsed"],
-                last_eval=ckpt["last_eval"])
-    if ckpt["env_state"] is not None:
-        set_env_state(c.env, ckpt["env_state"])
-        st.s, st.ep_return, st.ep_length = ckpt["s"], ckpt["ep_return"], ckpt["ep_length"]
-    else:  # no exact state for this env: the interrupted episode is dropped, a new one starts
-        progress(f"{c.spec.run_id}: this env's state cannot be saved; resumed at an episode "
-                 "start, so later numbers differ from an uninterrupted run")
-    c.optimizer.load_state_dict(ckpt["optimizer"])
-    c.model.load_state_dict(ckpt["model"])
-    c.np_rng.bit_generator.state = ckpt["np_rng"]
-    progress(f"{c.spec.run_id}: resumed at step {ckpt['step']}")
-    return st

@@ -2,42 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from mbrl_bench.agents.mpc import MPCAgent
+from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.envs.make import check_spaces, make_env
 from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
+from mbrl_bench.loops.mpc import run_mpc_loop
+from mbrl_bench.loops.policy import run_policy_loop
+from mbrl_bench.loops.scaffold import Components, RunRecord
+from mbrl_bench.loops.tabular import run_tabular_loop
 from mbrl_bench.models.model_env import ModelEnv
-from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS, LoopDef
+from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS
 from mbrl_bench.runner.spec import RunSpec
+from mbrl_bench.spec import Recipe
 
-
-@dataclass
-class Components:
-    """Everything a loop needs, built once per run and handed in."""
-
-    spec: RunSpec
-    loop: LoopDef
-    loop_config: Any
-    env: gym.Env
-    eval_env: gym.Env
-    env_seed: int
-    torch_gen: torch.Generator
-    np_rng: np.random.Generator
-    optimizer: Any = None
-    model_phase: Any = None
-    model: Any = None
-    """A model the loop uses directly (the tabular loop's, or the MPC loop's dynamics model;
-    model-based policy loops reach theirs through ``model_phase``)."""
-    planner: Any = None
-    termination_fn: Any = None
-    reward_fn: Any = None
-    """The task's known reward function when the loop plans with it, else None."""
+LOOP_RUNNERS: dict[str, Callable[[Components, RunRecord, Callable[[str], None]], None]] = {
+    "policy": run_policy_loop, "mpc": run_mpc_loop, "tabular": run_tabular_loop,
+}
+"""The function that runs each registered loop (``parts.LOOPS`` holds its contract)."""
 
 
 def seeds_for(seed: int) -> tuple[int, int, int]:
@@ -47,7 +36,8 @@ def seeds_for(seed: int) -> tuple[int, int, int]:
 
 
 def compose(spec: RunSpec) -> Components:
-    """Build env, evaluation env, generators and the recipe's parts for ``spec``."""
+    """Build env, evaluation env, generators, buffers and the recipe's parts for ``spec``, in
+    dependency order."""
     recipe = spec.recipe
     loop_part = recipe.parts[0]
     loop = LOOPS.get(loop_part.name).factory
@@ -57,13 +47,15 @@ def compose(spec: RunSpec) -> Components:
     torch_seed, np_seed, env_seed = seeds_for(spec.seed)
     torch_gen = torch.Generator().manual_seed(torch_seed)
     torch.manual_seed(torch_seed)  # parameter initialisation uses torch's default generator
-    c = Components(spec, loop, loop_part.config, env, eval_env, env_seed, torch_gen,
-                   np.random.default_rng(np_seed))
+    c = Components(spec.run_id, spec.seed, spec.env, loop_part.config, env, eval_env, env_seed,
+                   torch_gen, np.random.default_rng(np_seed))
     if loop.space == "discrete":
-        return _compose_tabular(c, env)
+        return _compose_tabular(c, env, recipe)
     space: Any = env.action_space
     obs_dim = int(np.prod(env.observation_space.shape or (1,)))
     act_dim = int(np.prod(space.shape or (1,)))
+    c.buffer = ReplayBuffer(obs_dim, act_dim,
+                            min(loop_part.config.buffer_capacity, spec.env.budget))
     opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
     # in dependency order: the model, then the optimizer (which may use it), then the model
     # phase (which trains the model and rolls out the optimizer's policy)
@@ -87,21 +79,22 @@ def compose(spec: RunSpec) -> Components:
             reward_fn=reward_fn)
     planner = recipe.part("planner")
     if model is not None and planner is not None:
+        cfg = loop_part.config
         c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
-        c.planner = PLANNERS.get(planner.name).factory(
-            space.low, space.high, loop_part.config.horizon, planner.config)
-        c.termination_fn = termination_fn_for(env)
-        if loop_part.config.known_reward:
-            c.reward_fn = reward_fn_for(env)
+        c.controller = MPCAgent(
+            c.model, termination_fn_for(env), reward_fn_for(env) if cfg.known_reward else None,
+            PLANNERS.get(planner.name).factory(space.low, space.high, cfg.horizon,
+                                               planner.config),
+            cfg.propagation, cfg.particles, torch_gen)
     return c
 
 
-def _compose_tabular(c: Components, env: gym.Env) -> Components:
+def _compose_tabular(c: Components, env: gym.Env, recipe: Recipe) -> Components:
     """Tabular parts are sized by the numbers of states and actions; their model learns
     rewards and terminations from data, so no termination function is needed."""
     space: Any = env.observation_space
     n_states, n_actions = int(space.n), int(env.action_space.n)  # type: ignore[attr-defined]
-    opt, model = c.spec.recipe.part("optimizer"), c.spec.recipe.part("model")
+    opt, model = recipe.part("optimizer"), recipe.part("model")
     if opt is not None:
         c.optimizer = OPTIMIZERS.get(opt.name).factory(n_states, n_actions, opt.config)
     if model is not None:

@@ -175,7 +175,7 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
 
 
 def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None]) -> Outcome:
-    from mbrl_bench.runner.compose import compose
+    from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
     if meta is not None and meta.get("config_hash") != spec.config_hash:
@@ -203,7 +203,7 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
 
     try:
         c = compose(spec)
-        c.loop.run(c, store, progress)
+        LOOP_RUNNERS[spec.recipe.parts[0].name](c, store, progress)
     except KeyboardInterrupt:
         finish("interrupted")
         raise
