@@ -3,7 +3,8 @@
 Phases per env step:
 
 1. **fit** the model on all real data when due: at the end of the initial random steps, then
-   every ``model_train_freq`` steps (``ProbabilisticEnsemble.fit``, warm-started);
+   every ``model_train_freq`` steps (:meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`,
+   warm-started);
 2. **act**: uniform random actions for the first ``initial_random_steps`` (PETS: one trial of
    random actions), then the :class:`~mbrl_bench.agents.mpc.MPCAgent`, which re-plans at every
    step with trajectory sampling through the model (known reward when the recipe says so);
@@ -11,7 +12,7 @@ Phases per env step:
    ``eval_every`` steps on a separate environment (evaluation plans too, with a generator of
    its own, so it costs planning time but never changes the training run), then checkpoint.
 
-A checkpoint holds the model and its optimiser (normaliser and elites included), the real
+A checkpoint holds the model (normaliser and elites included) and its trainer's optimiser, the real
 buffer, the generators, the training env's exact state, the episode in progress, the
 controller's warm start and the metric accumulators, so a resumed run produces the same rows
 as an uninterrupted one on CPU.
@@ -34,6 +35,7 @@ from mbrl_bench.config import check
 from mbrl_bench.envs.make import get_env_state, set_env_state
 from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.loops.policy import eval_seeds, evaluation_row
+from mbrl_bench.models.trainer import ModelTrainer
 
 if TYPE_CHECKING:
     from mbrl_bench.runner.compose import Components
@@ -114,13 +116,14 @@ def run_mpc_loop(c: Components, store: RunStore, progress: Callable[[str], None]
     real = ReplayBuffer(c.model.obs_dim, c.model.act_dim,
                         min(cfg.buffer_capacity, entry.budget))
     agent = _agent(c, c.torch_gen)
-    st = _restore(c, store, real, agent, progress)
+    trainer = ModelTrainer(c.model)
+    st = _restore(c, store, real, agent, trainer, progress)
     t0, t_interval = time.perf_counter() - st.elapsed, time.perf_counter()
     while st.step < entry.budget:
         # --- fit the model when due
         since = st.step - cfg.initial_random_steps
         if since >= 0 and since % cfg.model_train_freq == 0:
-            _fit(c, st, real)
+            _fit(c, st, real, trainer)
         # --- act
         if st.step < cfg.initial_random_steps:
             action = c.np_rng.uniform(space.low, space.high).astype(space.dtype)
@@ -145,13 +148,13 @@ def run_mpc_loop(c: Components, store: RunStore, progress: Callable[[str], None]
         if st.step % entry.eval_every == 0 or st.step == entry.budget:
             t_eval = time.perf_counter()
             st.elapsed = t_eval - t0
-            _evaluate_and_checkpoint(c, st, store, real, agent)
+            _evaluate_and_checkpoint(c, st, store, real, agent, trainer)
             t_interval += time.perf_counter() - t_eval  # steps/s counts training time only
 
 
-def _fit(c: Components, st: _State, real: ReplayBuffer) -> None:
+def _fit(c: Components, st: _State, real: ReplayBuffer, trainer: ModelTrainer) -> None:
     data = real.all()
-    out = c.model.fit(data.obs, data.act, data.next_obs, data.rew, c.torch_gen)
+    out = trainer.fit(data.obs, data.act, data.next_obs, data.rew, c.torch_gen)
     st.fit = {"model_fit_epochs": out["epochs"], "model_fit_s": out["seconds"],
               "model_holdout_mse": out["holdout_mse"], "model_train_loss": out["train_loss"]}
 
@@ -188,7 +191,7 @@ def evaluate_mpc(agent: MPCAgent, env: Any, episodes: int, seeds: list[int]) -> 
 
 
 def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: ReplayBuffer,
-                             agent: MPCAgent) -> None:
+                             agent: MPCAgent, trainer: ModelTrainer) -> None:
     entry = c.spec.env
     seeds = eval_seeds(c.spec.seed, st.step, entry.eval_episodes + 1)
     eval_agent = _agent(c, torch.Generator().manual_seed(seeds[-1]))
@@ -200,7 +203,7 @@ def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: R
         "step": st.step, "elapsed": st.elapsed, "last_eval": st.last_eval,
         "obs": np.asarray(st.obs, dtype=np.float64).tolist(), "ep_return": st.ep_return,
         "episodes": st.episodes, "env_state": get_env_state(c.env),
-        "model": c.model.state_dict(), "model_opt": c.model.optimizer.state_dict(),
+        "model": c.model.state_dict(), "model_trainer": trainer.state_dict(),
         "buffer": real.state_dict(), "agent": agent.state_dict(),
         "torch_gen": c.torch_gen.get_state(), "np_rng": c.np_rng.bit_generator.state,
         "recent_returns": st.recent_returns, "fit": st.fit,
@@ -208,7 +211,7 @@ def _evaluate_and_checkpoint(c: Components, st: _State, store: RunStore, real: R
 
 
 def _restore(c: Components, store: RunStore, real: ReplayBuffer, agent: MPCAgent,
-             progress: Callable[[str], None]) -> _State:
+             trainer: ModelTrainer, progress: Callable[[str], None]) -> _State:
     """A fresh state, or the state of the last checkpoint (rows past it are dropped)."""
     first_obs = c.env.reset(seed=c.env_seed)[0]
     ckpt = store.load_checkpoint()
@@ -228,7 +231,7 @@ def _restore(c: Components, store: RunStore, real: ReplayBuffer, agent: MPCAgent
         progress(f"{c.spec.run_id}: this env's state cannot be saved; resumed at an episode "
                  "start, so later numbers differ from an uninterrupted run")
     c.model.load_state_dict(ckpt["model"])
-    c.model.optimizer.load_state_dict(ckpt["model_opt"])
+    trainer.load_state_dict(ckpt["model_trainer"])
     real.load_state_dict(ckpt["buffer"])
     c.torch_gen.set_state(ckpt["torch_gen"])
     c.np_rng.bit_generator.state = ckpt["np_rng"]
