@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 import mbrl_bench.rollouts as rollouts
-from mbrl_bench.models.ensemble import ProbabilisticEnsemble
+from mbrl_bench.models.trainer import ModelTrainer
 from mbrl_bench.runner.execute import run_all
 from mbrl_bench.runner.spec import RunSpec
 from mbrl_bench.runner.store import code_version
@@ -85,7 +85,7 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
     spec = RunSpec("speed", entry, "mbpo", seed, recipe)
     fits: list[float] = []
     rolls: list[float] = []
-    undo = [_timed(ProbabilisticEnsemble, "fit", fits),
+    undo = [_timed(ModelTrainer, "fit", fits),
             _timed(rollouts, "branched_rollout", rolls)]
     try:
         with tempfile.TemporaryDirectory() as d:

@@ -77,6 +77,7 @@ def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
     from mbrl_bench.agents.mpc import MPCAgent
     from mbrl_bench.envs.make import make_env
     from mbrl_bench.envs.termination import termination_fn_for
+    from mbrl_bench.models.trainer import ModelTrainer
     from mbrl_bench.parts import MODELS, PLANNERS
     from mbrl_bench.spec import load_recipe
 
@@ -91,8 +92,8 @@ def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
     torch.manual_seed(SEED)
     model = MODELS.get(model_part.name).factory(d["obs"].shape[1], d["act"].shape[1],
                                                 model_part.config, g)
-    model.fit(torch.as_tensor(d["obs"]), torch.as_tensor(d["act"]),
-              torch.as_tensor(d["next_obs"]), torch.as_tensor(d["rew"]), g)
+    ModelTrainer(model).fit(torch.as_tensor(d["obs"]), torch.as_tensor(d["act"]),
+                            torch.as_tensor(d["next_obs"]), torch.as_tensor(d["rew"]), g)
     planner = PLANNERS.get(planner_part.name).factory(space.low, space.high, loop.horizon,
                                                       planner_part.config)
     agent = MPCAgent(model, termination_fn_for(env), None, planner, loop.propagation,

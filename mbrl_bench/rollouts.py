@@ -42,6 +42,7 @@ from mbrl_bench.diagnostics import (
 from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv, RewardFn, TerminationFn
+from mbrl_bench.models.trainer import ModelTrainer, legacy_trainer_state
 
 
 class StochasticPolicy(Protocol):
@@ -179,6 +180,7 @@ class BranchedModelData:
         """``start_step``: the first env step of policy updates (after the random steps);
         ``reward_fn``: the task's known reward (None: the model's predicted reward)."""
         self.model, self.config, self.start_step = model, config, start_step
+        self.trainer = ModelTrainer(model)
         self.gamma, self.generator = config.gamma, generator
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
@@ -225,7 +227,7 @@ class BranchedModelData:
             self._diagnose(real, agent, new_rows)
         data = real.all()
         t = time.perf_counter()
-        fit = self.model.fit(data.obs, data.act, data.next_obs, data.rew, self.generator)
+        fit = self.trainer.fit(data.obs, data.act, data.next_obs, data.rew, self.generator)
         self.last.update(model_fit_epochs=fit["epochs"], model_fit_s=time.perf_counter() - t,
                          model_holdout_mse=fit["holdout_mse"], model_holdout_nll=fit["holdout_nll"])
         self.fitted_step = step
@@ -283,7 +285,7 @@ class BranchedModelData:
         the policy that gathered it and the current one, the MBPO bounds, compounding error."""
         ordered = real.all()
         newest = Batch(*(t[-new_rows:] for t in ordered))
-        ev = self.model.evaluate(newest.obs, newest.act, newest.next_obs, newest.rew)
+        ev = self.trainer.evaluate(newest.obs, newest.act, newest.next_obs, newest.rew)
         eps_m, eps_m_nll = float(ev["elite_mse"]), float(ev["elite_nll"])
         eps_pi_kl = eps_pi = eps_pi_max = math.nan
         if self.collect_policy is not None:
@@ -308,7 +310,7 @@ class BranchedModelData:
     # ------------------------------------------------------------------ checkpoint
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(), "model_opt": self.model.optimizer.state_dict(),
+            "model": self.model.state_dict(), "model_trainer": self.trainer.state_dict(),
             "buffer": self.model_buffer.state_dict(), "k": self.k, "last": dict(self.last),
             "fitted_step": self.fitted_step, "collect_actor": self.collect_policy,
             "has_collect_actor": self.collect_policy is not None,
@@ -316,7 +318,7 @@ class BranchedModelData:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.model.optimizer.load_state_dict(state["model_opt"])
+        self.trainer.load_state_dict(legacy_trainer_state(state))
         self.k = state["k"]
         self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(self.k))
         self.model_buffer.load_state_dict(state["buffer"])
@@ -335,6 +337,10 @@ def compounding_error(
     steps within one episode are predicted from their first state with the recorded actions,
     using the elites' mean prediction. Returns the observation MSE at h = 1..horizon
     (averaged over segments); shorter if no segment is that long.
+
+    It steps the model itself, not through :class:`ModelEnv`: that has no elites-mean mode, and
+    averaging the members over all ``O+1`` outputs (as its ``mean`` mode does) rounds differently
+    from this average over the ``O`` observation columns, which would change the logged numbers.
     """
     ends = (data.terminated + truncated) > 0
     n = data.obs.shape[0]

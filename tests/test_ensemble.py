@@ -1,7 +1,9 @@
-"""Tests of the vectorised probabilistic ensemble (mbrl_bench.models.ensemble)."""
+"""Tests of the vectorised probabilistic ensemble (mbrl_bench.models.ensemble) and its trainer
+(mbrl_bench.models.trainer)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -15,6 +17,7 @@ from mbrl_bench.models.ensemble import (
     ProbabilisticEnsemble,
     ProbabilisticEnsembleConfig,
 )
+from mbrl_bench.models.trainer import ModelTrainer
 
 torch.set_num_threads(1)
 
@@ -49,7 +52,8 @@ def sine_data(
 @pytest.fixture(scope="module")
 def fitted() -> tuple[ProbabilisticEnsemble, dict[str, float]]:
     model = ProbabilisticEnsemble(1, 1, SMALL, generator=torch.Generator().manual_seed(1))
-    metrics = model.fit(*sine_data(2000), generator=torch.Generator().manual_seed(FIT_SEED))
+    metrics = ModelTrainer(model).fit(*sine_data(2000),
+                                      generator=torch.Generator().manual_seed(FIT_SEED))
     return model, metrics
 
 
@@ -100,7 +104,7 @@ def test_elites_are_best_members_on_holdout(fitted):
     torch.testing.assert_close(mse, model.member_holdout_mse, rtol=1e-4, atol=1e-7)
     assert set(model.elite_idx.tolist()) == set(torch.argsort(mse)[:3].tolist())
     assert model.elite_idx.shape == (3,)
-    ev = model.evaluate(obs[hold], act[hold], nxt[hold], rew[hold])
+    ev = ModelTrainer(model).evaluate(obs[hold], act[hold], nxt[hold], rew[hold])
     torch.testing.assert_close(ev["mse"], mse, rtol=1e-4, atol=1e-7)
     assert ev["nll"].shape == (5,) and ev["elite_mse"].shape == ()
 
@@ -161,7 +165,8 @@ def test_deterministic_mode():
     model = ProbabilisticEnsemble(1, 1, cfg, generator=torch.Generator().manual_seed(1))
     obs, act, nxt, rew = sine_data(800)
     nxt = obs + torch.sin(obs)  # noise-free
-    metrics = model.fit(obs, act, nxt, rew, generator=torch.Generator().manual_seed(3))
+    trainer = ModelTrainer(model)
+    metrics = trainer.fit(obs, act, nxt, rew, generator=torch.Generator().manual_seed(3))
     xt = torch.linspace(-2.7, 2.7, 40)[:, None]
     mean, var = model.predict(xt, torch.zeros(40, 1))
     assert torch.equal(var, torch.zeros_like(var))
@@ -169,7 +174,7 @@ def test_deterministic_mode():
     assert metrics["holdout_mse"] < 1e-3  # the MLP fits the noise-free data closely
     _, logvar = model(xt.expand(5, 40, 1).repeat(1, 1, 2))
     assert torch.equal(logvar, torch.zeros_like(logvar))
-    ev = model.evaluate(obs, act, nxt, rew)
+    ev = trainer.evaluate(obs, act, nxt, rew)
     torch.testing.assert_close(ev["nll"], ev["mse"])
 
 
@@ -179,7 +184,7 @@ def test_same_seed_gives_identical_weights_and_other_seed_differs():
 
     def run(fit_seed: int) -> dict[str, torch.Tensor]:
         model = ProbabilisticEnsemble(1, 1, cfg, generator=torch.Generator().manual_seed(4))
-        model.fit(*data, generator=torch.Generator().manual_seed(fit_seed))
+        ModelTrainer(model).fit(*data, generator=torch.Generator().manual_seed(fit_seed))
         return model.state_dict()
 
     a, b, c = run(5), run(5), run(6)
@@ -190,41 +195,43 @@ def test_same_seed_gives_identical_weights_and_other_seed_differs():
 
 def test_max_epochs_and_patience():
     data = sine_data(300)
-    model = ProbabilisticEnsemble(1, 1, _tiny(max_epochs=2))
-    assert model.fit(*data, generator=torch.Generator().manual_seed(0))["epochs"] == 2
+    def fit_epochs(cfg: ProbabilisticEnsembleConfig) -> float:
+        trainer = ModelTrainer(ProbabilisticEnsemble(1, 1, cfg))
+        return trainer.fit(*data, generator=torch.Generator().manual_seed(0))["epochs"]
+
+    assert fit_epochs(_tiny(max_epochs=2)) == 2
     # an impossible improvement threshold: only epoch 1 improves, then `patience` epochs do not
-    model = ProbabilisticEnsemble(1, 1, _tiny(patience=2, improvement_threshold=0.999999))
-    assert model.fit(*data, generator=torch.Generator().manual_seed(0))["epochs"] == 3
-    model = ProbabilisticEnsemble(1, 1, _tiny(max_train_seconds=1e-9))
-    assert model.fit(*data, generator=torch.Generator().manual_seed(0))["epochs"] == 1
+    assert fit_epochs(_tiny(patience=2, improvement_threshold=0.999999)) == 3
+    assert fit_epochs(_tiny(max_train_seconds=1e-9)) == 1
 
 
 def test_nan_data_and_nan_loss_fail_loudly():
     obs, act, nxt, rew = sine_data(100)
     model = ProbabilisticEnsemble(1, 1, _tiny(max_epochs=2))
+    trainer = ModelTrainer(model)
     bad = nxt.clone()
     bad[17, 0] = float("nan")
     with pytest.raises(NonFiniteError, match="next_obs"):
-        model.fit(obs, act, bad, rew, generator=torch.Generator().manual_seed(0))
+        trainer.fit(obs, act, bad, rew, generator=torch.Generator().manual_seed(0))
     bad_rew = rew.clone()
     bad_rew[3] = float("inf")
     with pytest.raises(NonFiniteError, match="reward"):
-        model.fit(obs, act, nxt, bad_rew, generator=torch.Generator().manual_seed(0))
+        trainer.fit(obs, act, nxt, bad_rew, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         model.linear_layers()[0].weight[2, 0, 0] = float("nan")
     with pytest.raises(NonFiniteError):
-        model.fit(obs, act, nxt, rew, generator=torch.Generator().manual_seed(0))
+        trainer.fit(obs, act, nxt, rew, generator=torch.Generator().manual_seed(0))
     with pytest.raises(NonFiniteError):
         model.predict(obs, act)
 
 
 def test_shape_errors():
-    model = ProbabilisticEnsemble(1, 1, _tiny())
+    trainer = ModelTrainer(ProbabilisticEnsemble(1, 1, _tiny()))
     obs, act, nxt, rew = sine_data(10)
     with pytest.raises(ValueError, match="expected obs N x 1"):
-        model.fit(obs, act, nxt[:5], rew, generator=torch.Generator())
+        trainer.fit(obs, act, nxt[:5], rew, generator=torch.Generator())
     with pytest.raises(ValueError, match="at least 2"):
-        model.fit(obs[:1], act[:1], nxt[:1], rew[:1], generator=torch.Generator())
+        trainer.fit(obs[:1], act[:1], nxt[:1], rew[:1], generator=torch.Generator())
 
 
 def test_ensemble_linear_and_normalizer():
@@ -301,18 +308,48 @@ def test_max_steps_caps_gradient_steps_whatever_the_data_size() -> None:
     for n in (100, 1000):
         model = ProbabilisticEnsemble(2, 1, cfg, generator=g)
         x = torch.randn(n, 2, generator=g)
-        out = model.fit(x, torch.randn(n, 1, generator=g), x + 0.1, torch.zeros(n), g)
+        out = ModelTrainer(model).fit(x, torch.randn(n, 1, generator=g), x + 0.1,
+                                      torch.zeros(n), g)
         assert out["steps"] == 7
 
 
 def test_improvement_from_the_initial_model_stops_a_refit_that_cannot_improve():
     data = sine_data(300)
     model = ProbabilisticEnsemble(1, 1, _tiny(max_epochs=5))
-    model.fit(*data, generator=torch.Generator().manual_seed(0))
+    trainer = ModelTrainer(model)
+    trainer.fit(*data, generator=torch.Generator().manual_seed(0))
     weights = [layer.weight.detach().clone() for layer in model.linear_layers()]
     # nothing can improve by 99.9999%: the warm-started weights stay, after `patience` epochs
-    model.config = dataclasses.replace(model.config, max_epochs=None, patience=2,
-                                       improvement_threshold=0.999999, improve_from_initial=True)
-    assert model.fit(*data, generator=torch.Generator().manual_seed(1))["epochs"] == 2
+    trainer.config = dataclasses.replace(trainer.config, max_epochs=None, patience=2,
+                                         improvement_threshold=0.999999,
+                                         improve_from_initial=True)
+    assert trainer.fit(*data, generator=torch.Generator().manual_seed(1))["epochs"] == 2
     assert all(torch.equal(w, layer.weight)
                for w, layer in zip(weights, model.linear_layers(), strict=True))
+
+
+def test_trainer_state_dict_resumes_a_fit_exactly():
+    data = sine_data(300)
+    cfg = _tiny(max_epochs=2)
+    model = ProbabilisticEnsemble(1, 1, cfg, generator=torch.Generator().manual_seed(4))
+    trainer = ModelTrainer(model)
+    trainer.fit(*data, generator=torch.Generator().manual_seed(0))
+    assert set(trainer.state_dict()) == {"optimizer"}
+    clone = ProbabilisticEnsemble(1, 1, cfg, generator=torch.Generator().manual_seed(9))
+    clone.load_state_dict(model.state_dict())
+    clone_trainer = ModelTrainer(clone)
+    # a copy, as a checkpoint file gives (Adam's load_state_dict keeps the tensors it is given)
+    clone_trainer.load_state_dict(copy.deepcopy(trainer.state_dict()))
+    fresh = ProbabilisticEnsemble(1, 1, cfg)
+    fresh.load_state_dict(model.state_dict())
+    for t in (trainer, clone_trainer, ModelTrainer(fresh)):  # the last one restarts Adam
+        t.fit(*data, generator=torch.Generator().manual_seed(1))
+    a, b, c = model.state_dict(), clone.state_dict(), fresh.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["head.weight"], c["head.weight"])
+
+
+def test_trainer_rejects_weight_decays_of_another_depth():
+    model = ProbabilisticEnsemble(1, 1, _tiny())
+    with pytest.raises(ValueError, match="weight_decays"):
+        ModelTrainer(model, dataclasses.replace(SMALL))

@@ -3,7 +3,8 @@
 Phases per env step:
 
 1. **fit** the model on all real data when due: at the end of the initial random steps, then
-   every ``model_train_freq`` steps (``ProbabilisticEnsemble.fit``, warm-started);
+   every ``model_train_freq`` steps (:meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`,
+   warm-started);
 2. **act**: uniform random actions for the first ``initial_random_steps`` (PETS: one trial of
    random actions), then the :class:`~mbrl_bench.agents.mpc.MPCAgent`, which re-plans at every
    step with trajectory sampling through the model (known reward when the recipe says so);
@@ -11,7 +12,7 @@ Phases per env step:
    ``eval_every`` steps on a separate environment (evaluation plans too, with a generator of
    its own, so it costs planning time but never changes the training run), then checkpoint.
 
-A checkpoint holds the model and its optimiser (normaliser and elites included), the real
+A checkpoint holds the model (normaliser and elites included) and its trainer, the real
 buffer, the generators, the training env's exact state, the episode in progress, the
 controller's warm start and the metric accumulators, so a resumed run produces the same rows
 as an uninterrupted one on CPU.
@@ -63,11 +64,11 @@ def run_mpc_loop(c: Components, store: RunRecord, progress: Callable[[str], None
     space: Any = c.env.action_space
     agent: MPCAgent = c.controller
     real: ReplayBuffer = c.buffer
-    sc = Scaffold(c, store, progress, parts={"model": c.model, "buffer": real, "agent": agent})
+    sc = Scaffold(c, store, progress, parts={"model": c.model, "model_trainer": c.trainer,
+                                             "buffer": real, "agent": agent})
     ckpt = sc.start()
     own = _Own()
     if ckpt is not None:
-        c.model.optimizer.load_state_dict(ckpt["model_opt"])
         own = _Own(list(ckpt["recent_returns"]), fit=dict(ckpt["fit"]))
         if not sc.episode_restored:
             agent.reset()
@@ -96,14 +97,13 @@ def run_mpc_loop(c: Components, store: RunRecord, progress: Callable[[str], None
         if sc.eval_due():
             sc.begin_eval()
             _evaluate(c, sc, store, agent)
-            sc.checkpoint({"model_opt": c.model.optimizer.state_dict(),
-                           "recent_returns": own.recent_returns, "fit": own.fit})
+            sc.checkpoint({"recent_returns": own.recent_returns, "fit": own.fit})
             sc.end_eval()
 
 
 def _fit(c: Components, own: _Own, real: ReplayBuffer) -> None:
     data = real.all()
-    out = c.model.fit(data.obs, data.act, data.next_obs, data.rew, c.torch_gen)
+    out = c.trainer.fit(data.obs, data.act, data.next_obs, data.rew, c.torch_gen)
     own.fit = {"model_fit_epochs": out["epochs"], "model_fit_s": out["seconds"],
                "model_holdout_mse": out["holdout_mse"], "model_train_loss": out["train_loss"]}
 

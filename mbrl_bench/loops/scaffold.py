@@ -34,6 +34,7 @@ import torch
 
 from mbrl_bench.envs.make import get_env_state, set_env_state
 from mbrl_bench.errors import NonFiniteError
+from mbrl_bench.models.trainer import legacy_trainer_state
 from mbrl_bench.spec import EnvEntry
 
 
@@ -165,7 +166,8 @@ class Scaffold:
                           "episode start, so later numbers differ from an uninterrupted run")
         for key, part in self.parts.items():
             if part is not None:
-                part.load_state_dict(ckpt[key])
+                part.load_state_dict(legacy_trainer_state(ckpt) if key == "model_trainer"
+                                     else ckpt[key])
         if "torch_gen" in ckpt:
             c.torch_gen.set_state(ckpt["torch_gen"])
         c.np_rng.bit_generator.state = ckpt["np_rng"]

@@ -6,6 +6,10 @@
   (:class:`~mbrl_bench.models.ensemble.EnsembleLinear`,
   :class:`~mbrl_bench.models.ensemble.Normalizer`) and its frozen config
   :class:`~mbrl_bench.models.ensemble.ProbabilisticEnsembleConfig`.
+* :mod:`mbrl_bench.models.trainer` — :class:`~mbrl_bench.models.trainer.ModelTrainer`, the one fit
+  of the ensemble every loop uses: holdout split, minibatch epochs, loss (Gaussian NLL or MSE,
+  weight decay, log-variance bound regulariser), early stopping, elite selection, the Adam
+  optimiser and its state.
 * :mod:`mbrl_bench.models.model_env` — :class:`~mbrl_bench.models.model_env.ModelEnv`, which turns
   a fitted ensemble plus a termination function (and optionally a known reward function) into a
   batched environment with TS-1 / TS-∞ / mean / elite propagation.

@@ -4,30 +4,30 @@ Follows the official MBPO code (Janner et al. 2019, ``mbpo/models/bnn.py``):
 
 * ``E`` members, each an MLP with ``num_layers`` hidden SiLU (swish) layers and one output layer;
   all members run at once, one :func:`torch.baddbmm` per layer with weights ``E x in x out``.
-* Inputs ``[obs, act]`` are standardised by a :class:`Normalizer` fitted on the training split.
+* Inputs ``[obs, act]`` are standardised by a :class:`Normalizer` (fitted on the training split
+  by the trainer).
 * Targets are the **raw** ``[Δobs, reward]`` (``Δobs = next_obs - obs``), not standardised, as in
   the official code: the holdout MSE that drives early stopping and elite choice is then measured
   in the environment's own units, and predictions need no un-scaling. (Reward is the *last*
   output column here; the official code puts it first.)
 * Each output is Gaussian: a mean head and a log-variance head whose values are soft-bounded by
   learnable per-dimension ``max_logvar`` (init 0.5) and ``min_logvar`` (init -10), shared by all
-  members, with the official regulariser ``w * (sum(max_logvar) - sum(min_logvar))``.
-* Loss per member: ``mean((mu - y)^2 * exp(-logvar)) + mean(logvar)`` (the Gaussian NLL up to a
-  factor 2 and a constant), summed over members, plus per-layer L2 weight decay
-  ``wd_l * 0.5 * sum(W_l^2)`` on the weights (not biases) — ``tf.nn.l2_loss`` in the original.
-* Training: a random holdout split, per-member independent shuffles of the training split each
-  epoch, early stopping on the holdout MSE with per-member snapshots, then the ``num_elites``
-  members with the lowest holdout MSE become the elites.
+  members.
+* The elites (``elite_idx``) and each member's holdout MSE are state of the network, saved in its
+  ``state_dict``.
+
+Training (loss, holdout split, early stopping, elite selection, the Adam optimiser) is
+:class:`mbrl_bench.models.trainer.ModelTrainer`'s job; :class:`ProbabilisticEnsembleConfig` holds
+the settings of both, as one ``[model]`` recipe table.
 
 ``deterministic=True`` gives a deterministic MLP ensemble with the same interface: only a mean head,
-MSE loss, ``predict`` returns zero variance.
+trained with the MSE, ``predict`` returns zero variance.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -39,7 +39,8 @@ from mbrl_bench.config import check
 from mbrl_bench.errors import NonFiniteError
 
 PREDICT_CHUNK_ROWS_CPU = 1024
-"""Rows per member per forward pass of :meth:`ProbabilisticEnsemble.predict` / ``evaluate`` on CPU.
+"""Rows per member per forward pass of :meth:`ProbabilisticEnsemble.predict` (and the trainer's
+evaluation passes) on CPU.
 
 Measured on one shared CPU thread (E=7, 4x200 hidden, O=17, A=6, 100k rows shared by all members,
 best of 2, two sweeps): 256-2048 rows -> 2.9-3.4 s, 4096 -> 3.3-4.3 s, 8192 -> 5.2-6.7 s,
@@ -142,7 +143,10 @@ class Normalizer(nn.Module):
 
 @dataclass(frozen=True)
 class ProbabilisticEnsembleConfig:
-    """Settings of :class:`ProbabilisticEnsemble`; defaults are the official MBPO ones."""
+    """Settings of :class:`ProbabilisticEnsemble` and of its
+    :class:`~mbrl_bench.models.trainer.ModelTrainer`, one ``[model]`` recipe table: the network
+    reads the sizes, ``num_elites``, ``learn_logvar_bounds`` and ``deterministic``, the trainer
+    the rest. Defaults are the official MBPO ones."""
 
     added_later: ClassVar[tuple[str, ...]] = ("improve_from_initial",)
     """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
@@ -176,7 +180,7 @@ class ProbabilisticEnsembleConfig:
     weights, as mbrl-lib does), so a fit whose model already predicts the new data well stops
     after ``patience`` epochs; False (the official MBPO code): from +inf at every fit."""
     max_epochs: int | None = None
-    """Cap on epochs per :meth:`ProbabilisticEnsemble.fit`; None = no cap."""
+    """Cap on epochs per :meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`; None = no cap."""
     max_train_seconds: float | None = None
     """Wall-clock cap per fit, checked after each epoch; None = no cap (a time cap makes runs
     depend on the machine: prefer ``max_steps``)."""
@@ -247,8 +251,8 @@ class ProbabilisticEnsemble(nn.Module):
 
     ``generator`` seeds the weight initialisation; without one a generator seeded with 0 is used
     (never the global RNG). Buffers ``elite_idx`` (``num_elites``, sorted best first) and
-    ``member_holdout_mse`` (``E``) are set by :meth:`fit` and saved in the ``state_dict``; the
-    Adam optimiser is ``self.optimizer`` (checkpoint its ``state_dict`` separately).
+    ``member_holdout_mse`` (``E``) are set by :meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`
+    and saved in the ``state_dict``; the optimiser and its state belong to the trainer.
     """
 
     elite_idx: torch.Tensor
@@ -293,8 +297,8 @@ class ProbabilisticEnsemble(nn.Module):
         self.register_buffer("member_holdout_mse", torch.full((E,), float("inf")))
         self.to(device)
         self.predict_chunk_rows = default_chunk_rows(self.device)
-        """Rows per member per chunk in predict/evaluate; may be changed after construction."""
-        self.optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], cfg.lr)
+        """Rows per member per chunk in predict and in the trainer's evaluation passes; may be
+        changed after construction."""
 
     # ------------------------------------------------------------------ network
     @property
@@ -327,37 +331,18 @@ class ProbabilisticEnsemble(nn.Module):
         logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
         return mean, logvar
 
-    def _member_loss(
-        self, mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        """Per-member training loss ``E``: Gaussian NLL (no 1/2, no constant) or MSE."""
-        sq = (mean - target).square()
-        if self.deterministic:
-            return sq.mean(dim=(1, 2))
-        return (sq * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))
-
-    def _regulariser(self) -> torch.Tensor:
-        cfg = self.config
-        reg = sum(
-            (
-                0.5 * wd * layer.weight.square().sum()
-                for wd, layer in zip(cfg.weight_decays, self.linear_layers(), strict=True)
-            ),
-            torch.zeros((), device=self.device),
-        )
-        if not self.deterministic and cfg.learn_logvar_bounds:
-            reg = reg + cfg.logvar_bound_weight * (self.max_logvar.sum() - self.min_logvar.sum())
-        return reg
-
     # ------------------------------------------------------------------ data
-    def _inputs_targets(
+    def inputs_targets(
         self,
         obs: torch.Tensor,
         act: torch.Tensor,
         next_obs: torch.Tensor,
         reward: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Validate transitions; return inputs ``N x (O+A)`` and targets ``N x (O+1)``."""
+        """Transitions as the network sees them: inputs ``[obs, act]`` ``N x (O+A)`` and raw
+        targets ``[Δobs, reward]`` ``N x (O+1)``, from ``obs N x O, act N x A, next_obs N x O,
+        reward N`` (or ``N x 1``). Raises ValueError on wrong shapes and
+        :class:`NonFiniteError` on NaN/inf values."""
         dev = self.device
         obs_t = torch.as_tensor(obs, dtype=torch.float32, device=dev)
         act_t = torch.as_tensor(act, dtype=torch.float32, device=dev)
@@ -385,123 +370,6 @@ class ProbabilisticEnsemble(nn.Module):
         x = torch.cat([obs_t, act_t], dim=-1)
         y = torch.cat([nxt_t - obs_t, rew_t[:, None]], dim=-1)
         return x, y
-
-    @torch.no_grad()
-    def _member_errors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-member MSE and NLL (``E`` each, means over rows and outputs) on shared data.
-
-        ``x``: ``N x (O+A)``, ``y``: ``N x (O+1)``; evaluated in chunks of rows.
-        """
-        E, n = self.ensemble_size, x.shape[0]
-        se_sum = torch.zeros(E, device=self.device)
-        nll_sum = torch.zeros(E, device=self.device)
-        for s in range(0, n, self.predict_chunk_rows):
-            xc, yc = x[s : s + self.predict_chunk_rows], y[s : s + self.predict_chunk_rows]
-            mean, logvar = self(xc.expand(E, -1, -1))
-            se = (mean - yc).square()
-            se_sum += se.sum(dim=(1, 2))
-            nll_sum += (se * torch.exp(-logvar) + logvar).sum(dim=(1, 2))
-        count = n * self.out_dim
-        return se_sum / count, nll_sum / count
-
-    # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        reward: torch.Tensor,
-        generator: torch.Generator,
-    ) -> dict[str, float]:
-        """Train on transitions ``obs N x O, act N x A, next_obs N x O, reward N``.
-
-        Warm-starts from the current weights (and Adam state), like the official code. All
-        randomness (holdout split, per-member shuffles) comes from ``generator``. Returns
-        ``epochs``, ``train_loss`` (mean total loss over the last epoch's minibatches, summed over
-        members), ``holdout_mse`` / ``holdout_nll`` (mean over elites, restored weights) and
-        ``seconds``. Raises :class:`NonFiniteError` on non-finite data or loss.
-        """
-        cfg = self.config
-        start = time.perf_counter()
-        x, y = self._inputs_targets(obs, act, next_obs, reward)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"fit needs at least 2 transitions (1 held out), got {n}")
-        n_hold = max(1, min(int(n * cfg.holdout_ratio), cfg.max_holdout))
-        gdev = generator.device
-        perm = torch.randperm(n, generator=generator, device=gdev).to(self.device)
-        x_hold, y_hold = x[perm[:n_hold]], y[perm[:n_hold]]
-        x_train, y_train = x[perm[n_hold:]], y[perm[n_hold:]]
-        n_train = x_train.shape[0]
-        self.normalizer.fit(x_train)
-
-        E = self.ensemble_size
-        member_params = [p for layer in self.linear_layers() for p in (layer.weight, layer.bias)]
-        snapshots = [p.detach().clone() for p in member_params]
-        best = (self._member_errors(x_hold, y_hold)[0] if cfg.improve_from_initial
-                else torch.full((E,), float("inf"), device=self.device))
-        epochs = epochs_since_improvement = steps = 0
-        train_loss = float("nan")
-        while True:
-            # one independent permutation of the training rows per member
-            order = torch.rand(E, n_train, generator=generator, device=gdev).argsort(dim=1)
-            order = order.to(self.device)
-            total = torch.zeros((), device=self.device)
-            num_batches = 0
-            for s in range(0, n_train, cfg.batch_size):
-                idx = order[:, s : s + cfg.batch_size]  # E x b
-                mean, logvar = self(x_train[idx])
-                loss = self._member_loss(mean, logvar, y_train[idx]).sum() + self._regulariser()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                total += loss.detach()
-                num_batches += 1
-                steps += 1
-                if cfg.max_steps is not None and steps >= cfg.max_steps:
-                    break
-            epochs += 1
-            train_loss = float(total) / num_batches
-            if not math.isfinite(train_loss):
-                raise NonFiniteError(f"model training loss became {train_loss} in epoch {epochs}")
-            mse, _ = self._member_errors(x_hold, y_hold)
-            if not bool(torch.isfinite(mse).all()):
-                raise NonFiniteError(f"model holdout MSE became {mse.tolist()} in epoch {epochs}")
-            improved = mse < best * (1.0 - cfg.improvement_threshold)
-            if bool(improved.any()):
-                with torch.no_grad():
-                    for snap, p in zip(snapshots, member_params, strict=True):
-                        snap.copy_(torch.where(improved.view(-1, 1, 1), p, snap))
-                best = torch.where(improved, mse, best)
-                epochs_since_improvement = 0
-            else:
-                epochs_since_improvement += 1
-            if (
-                epochs_since_improvement >= cfg.patience
-                or (cfg.max_epochs is not None and epochs >= cfg.max_epochs)
-                or (cfg.max_steps is not None and steps >= cfg.max_steps)
-                or (
-                    cfg.max_train_seconds is not None
-                    and time.perf_counter() - start >= cfg.max_train_seconds
-                )
-            ):
-                break
-
-        with torch.no_grad():
-            for snap, p in zip(snapshots, member_params, strict=True):
-                p.copy_(snap)
-        mse, nll = self._member_errors(x_hold, y_hold)
-        elites = torch.argsort(mse)[: self.num_elites]
-        self.elite_idx.copy_(elites)
-        self.member_holdout_mse.copy_(mse)
-        return {
-            "epochs": float(epochs),
-            "steps": float(steps),
-            "train_loss": train_loss,
-            "holdout_mse": float(mse[elites].mean()),
-            "holdout_nll": float(nll[elites].mean()),
-            "seconds": time.perf_counter() - start,
-        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -553,29 +421,3 @@ class ProbabilisticEnsemble(nn.Module):
         if check_finite and not bool(torch.isfinite(mean).all()):
             raise NonFiniteError("model prediction has NaN/inf values")
         return mean, var
-
-    @torch.no_grad()
-    def evaluate(
-        self,
-        obs: torch.Tensor,
-        act: torch.Tensor,
-        next_obs: torch.Tensor,
-        reward: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        """Holdout-style errors on given transitions (e.g. the newest real data, MBPO's ε_m).
-
-        Returns ``mse`` and ``nll`` (``E``, per member, means over rows and the ``O+1`` outputs,
-        same definitions as the holdout loss; for deterministic models ``nll == mse``) and
-        ``elite_mse`` / ``elite_nll`` (scalars, mean over the elites), all on the CPU.
-        """
-        x, y = self._inputs_targets(obs, act, next_obs, reward)
-        if x.shape[0] == 0:
-            raise ValueError("evaluate needs at least one transition")
-        mse, nll = self._member_errors(x, y)
-        e = self.elite_idx
-        return {
-            "mse": mse.cpu(),
-            "nll": nll.cpu(),
-            "elite_mse": mse[e].mean().cpu(),
-            "elite_nll": nll[e].mean().cpu(),
-        }

@@ -19,6 +19,7 @@ from mbrl_bench.loops.policy import run_policy_loop
 from mbrl_bench.loops.scaffold import Components, RunRecord
 from mbrl_bench.loops.tabular import run_tabular_loop
 from mbrl_bench.models.model_env import ModelEnv
+from mbrl_bench.models.trainer import ModelTrainer
 from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS
 from mbrl_bench.runner.spec import RunSpec
 from mbrl_bench.spec import Recipe
@@ -81,6 +82,7 @@ def compose(spec: RunSpec) -> Components:
     if model is not None and planner is not None:
         cfg = loop_part.config
         c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        c.trainer = ModelTrainer(c.model)
         c.controller = MPCAgent(
             c.model, termination_fn_for(env), reward_fn_for(env) if cfg.known_reward else None,
             PLANNERS.get(planner.name).factory(space.low, space.high, cfg.horizon,
