@@ -14,15 +14,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mbrl_bench.agents.sac import SAC, SACConfig
 from mbrl_bench.envs.make import SpaceKind
 from mbrl_bench.errors import ConfigError
 from mbrl_bench.registry import Registry
 
-if TYPE_CHECKING:
-    from mbrl_bench.spec import Recipe
+
+class Recipe(Protocol):
+    """What a loop contract checks of a resolved recipe (:class:`mbrl_bench.spec.Recipe`)."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def parts(self) -> tuple[Any, ...]: ...
+    def part(self, kind: str) -> Any: ...
 
 PART_KINDS = ("loop", "optimizer", "model", "rollout", "planner")
 

@@ -104,13 +104,6 @@ def test_a_model_predicting_nan_is_ranked_not_raised() -> None:
     assert bool(returns.isnan().all())
 
 
-def test_trajectory_sampling_needs_fixed_members() -> None:
-    env = ModelEnv(member_model(), never, None, "random_member",
-                   generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="fixed_member"):
-        trajectory_returns(env, torch.zeros(OD), torch.zeros(2, 3, AD), 5)
-
-
 # ----------------------------------------------------------------------------- cart-pole, rewards
 
 
