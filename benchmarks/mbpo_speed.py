@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-import mbrl_bench.rollouts as rollouts
+import mbrl_bench.rollouts.branched as rollouts
 from mbrl_bench.models.trainer import ModelTrainer
 from mbrl_bench.runner.execute import run_all
 from mbrl_bench.runner.spec import RunSpec

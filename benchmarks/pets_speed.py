@@ -74,11 +74,11 @@ def control(act: Any, steps: int) -> list[float]:
 def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
     import torch
 
-    from mbrl_bench.agents.mpc import MPCAgent
     from mbrl_bench.envs.make import make_env
     from mbrl_bench.envs.termination import termination_fn_for
     from mbrl_bench.models.trainer import ModelTrainer
     from mbrl_bench.parts import MODELS, PLANNERS
+    from mbrl_bench.planners.mpc import MPCAgent
     from mbrl_bench.spec import load_recipe
 
     recipe = load_recipe("pets", ENV_ID)

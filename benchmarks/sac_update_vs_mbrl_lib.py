@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from mbrl.third_party.pytorch_sac_pranz24.sac import SAC as TheirSAC
 
-from mbrl_bench.agents.sac import SAC
 from mbrl_bench.buffer import Batch
+from mbrl_bench.optimizers.sac import SAC
 from mbrl_bench.runner.store import code_version
 from mbrl_bench.spec import load_recipe
 

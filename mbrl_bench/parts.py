@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mbrl_bench.agents.sac import SAC, SACConfig
 from mbrl_bench.envs.make import SpaceKind
 from mbrl_bench.errors import ConfigError
+from mbrl_bench.optimizers.sac import SAC, SACConfig
 from mbrl_bench.registry import Registry
 
 
@@ -122,15 +122,11 @@ def check_mpc_env(cfg: Any, env: Any) -> None:
 def _register_all() -> None:
     from dataclasses import replace
 
-    from mbrl_bench.agents.tabular import (
-        QLearning,
-        QLearningConfig,
-        TabularModel,
-        TabularModelConfig,
-    )
     from mbrl_bench.loops.configs import MPCLoopConfig, PolicyLoopConfig, TabularLoopConfig
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
-    from mbrl_bench.planners import (
+    from mbrl_bench.models.tabular import TabularModel, TabularModelConfig
+    from mbrl_bench.optimizers.q_learning import QLearning, QLearningConfig
+    from mbrl_bench.planners.sampling import (
         CEM,
         MPPI,
         CEMConfig,
@@ -138,7 +134,7 @@ def _register_all() -> None:
         RandomShooting,
         RandomShootingConfig,
     )
-    from mbrl_bench.rollouts import BranchedModelData, BranchedRolloutConfig
+    from mbrl_bench.rollouts.branched import BranchedModelData, BranchedRolloutConfig
 
     OPTIMIZERS.add(
         "sac", "Soft actor-critic: twin Q, target nets, automatic entropy, update-to-data ratio",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from mbrl_bench.agents.sac import SAC, SACConfig
 from mbrl_bench.buffer import Batch
 from mbrl_bench.config import to_dict
 from mbrl_bench.errors import ConfigError
+from mbrl_bench.optimizers.sac import SAC, SACConfig
 from mbrl_bench.spec import Recipe, load_recipe
 
 # ablation -> (base, the keys in which they differ; a bare kind = a part only the base has)
@@ -175,7 +175,7 @@ def test_trajectory_returns_under_every_propagation(propagation: str) -> None:
     from conftest import member_indexed_model
 
     from mbrl_bench.models.model_env import ModelEnv
-    from mbrl_bench.trajectory import trajectory_returns
+    from mbrl_bench.planners.trajectory import trajectory_returns
 
     model = member_indexed_model(4, 2, 1, elites=[1, 3], deterministic=True)
     env = ModelEnv(model, lambda o, a, n: torch.zeros(o.shape[0], dtype=torch.bool),  # type: ignore[arg-type]

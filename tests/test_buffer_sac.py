@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import distributions as D
 
-from mbrl_bench.agents.sac import SAC, SACConfig
 from mbrl_bench.buffer import Batch, ReplayBuffer
+from mbrl_bench.optimizers.sac import SAC, SACConfig
 
 
 def filled_buffer(n: int, capacity: int, obs_dim: int = 3, act_dim: int = 2) -> ReplayBuffer:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mbrl_bench.agents.sac import SACConfig
 from mbrl_bench.errors import ConfigError
+from mbrl_bench.optimizers.sac import SACConfig
 from mbrl_bench.spec import available, load_recipe, load_suite
 
 

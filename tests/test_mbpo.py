@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import distributions as D
 
-from mbrl_bench.agents.sac import SAC, SACConfig
 from mbrl_bench.buffer import Batch, ReplayBuffer
 from mbrl_bench.diagnostics import (
     branched_bound,
@@ -23,7 +22,8 @@ from mbrl_bench.envs.point_mass import point_mass_termination
 from mbrl_bench.errors import ConfigError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
 from mbrl_bench.models.model_env import ModelEnv
-from mbrl_bench.rollouts import (
+from mbrl_bench.optimizers.sac import SAC, SACConfig
+from mbrl_bench.rollouts.branched import (
     BranchedModelData,
     BranchedRolloutConfig,
     branched_rollout,

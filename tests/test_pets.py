@@ -11,14 +11,14 @@ import pytest
 import torch
 from conftest import member_indexed_model, tiny_suite
 
-from mbrl_bench.agents.mpc import MPCAgent
 from mbrl_bench.envs.make import get_env_state, make_env, set_env_state
 from mbrl_bench.envs.rewards import REWARDS, reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.errors import UnsupportedEnvError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv
-from mbrl_bench.trajectory import particle_members, trajectory_returns
+from mbrl_bench.planners.mpc import MPCAgent
+from mbrl_bench.planners.trajectory import particle_members, trajectory_returns
 
 CARTPOLE = "mbrl_bench/ContinuousCartPole-v0"
 E, OD, AD = 5, 2, 1
@@ -345,7 +345,7 @@ def test_killed_mpc_run_resumes_to_the_same_rows(pets_files: Any) -> None:
 
 
 def test_pets_recipes_resolve_per_task_and_ablations_swap_the_planner() -> None:
-    from mbrl_bench.planners import CEMConfig, MPPIConfig, RandomShootingConfig
+    from mbrl_bench.planners.sampling import CEMConfig, MPPIConfig, RandomShootingConfig
     from mbrl_bench.spec import load_recipe
 
     pets = load_recipe("pets", CARTPOLE)

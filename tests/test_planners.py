@@ -11,7 +11,7 @@ import torch
 from mbrl_bench.config import build
 from mbrl_bench.errors import ConfigError, NonFiniteError
 from mbrl_bench.parts import PLANNERS
-from mbrl_bench.planners import (
+from mbrl_bench.planners.sampling import (
     CEM,
     MPPI,
     CEMConfig,

@@ -13,11 +13,12 @@ import torch
 from typer.testing import CliRunner
 
 import mbrl_bench.loops.tabular as tabular_loop
-from mbrl_bench.agents.tabular import QLearning, QLearningConfig, TabularModel, TabularModelConfig
 from mbrl_bench.cli import app
 from mbrl_bench.envs.dyna_maze import GOAL, MAZE, START
 from mbrl_bench.envs.make import get_env_state, make_env, set_env_state
 from mbrl_bench.errors import ConfigError, UnsupportedEnvError
+from mbrl_bench.models.tabular import TabularModel, TabularModelConfig
+from mbrl_bench.optimizers.q_learning import QLearning, QLearningConfig
 from mbrl_bench.reporting.aggregate import episodes_to_optimal, optimal_episodes
 from mbrl_bench.runner.execute import execute_run, expand, preflight, run_all
 from mbrl_bench.spec import load_recipe, load_suite

@@ -6,7 +6,7 @@ Phases per env step:
    every ``model_train_freq`` steps (:meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`,
    warm-started);
 2. **act**: uniform random actions for the first ``initial_random_steps`` (PETS: one trial of
-   random actions), then the :class:`~mbrl_bench.agents.mpc.MPCAgent`, which re-plans at every
+   random actions), then the :class:`~mbrl_bench.planners.mpc.MPCAgent`, which re-plans at every
    step with trajectory sampling through the model (known reward when the recipe says so);
 3. **log** a metrics row every ``log_every`` steps; **evaluate** the controller every
    ``eval_every`` steps on a separate environment (evaluation plans too, with a generator of
@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from mbrl_bench.agents.mpc import MPCAgent
 from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.loops.configs import MPCLoopConfig
 from mbrl_bench.loops.scaffold import (
@@ -39,6 +38,7 @@ from mbrl_bench.loops.scaffold import (
     evaluation_row,
     run_episode,
 )
+from mbrl_bench.planners.mpc import MPCAgent
 
 __all__ = ["FIT_KEYS", "MPCLoopConfig", "evaluate_mpc", "run_mpc_loop"]
 

@@ -50,7 +50,7 @@ __all__ = [
 
 
 class PolicyOptimizer(Protocol):
-    """What the loop needs of a policy optimizer (e.g. :class:`~mbrl_bench.agents.sac.SAC`)."""
+    """What the loop needs of a policy optimizer (e.g. :class:`~mbrl_bench.optimizers.sac.SAC`)."""
 
     config: Any  # has batch_size and updates_per_step
     generator: torch.Generator

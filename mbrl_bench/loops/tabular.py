@@ -2,7 +2,7 @@
 
 Per real environment step, until the suite's budget of environment steps:
 
-1. **act** ε-greedily in the current state (:class:`~mbrl_bench.agents.tabular.QLearning`);
+1. **act** ε-greedily in the current state (:class:`~mbrl_bench.optimizers.q_learning.QLearning`);
 2. **learn**: one Q-learning update from the real transition;
 3. **model**: record the transition in the tabular model;
 4. **plan**: ``planning_steps`` (n) Q-learning updates on transitions the model samples from
@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from mbrl_bench.agents.tabular import QLearning, TabularModel
 from mbrl_bench.loops.configs import TabularLoopConfig
 from mbrl_bench.loops.scaffold import (
     Components,
@@ -41,6 +40,8 @@ from mbrl_bench.loops.scaffold import (
     evaluation_row,
     run_episode,
 )
+from mbrl_bench.models.tabular import TabularModel
+from mbrl_bench.optimizers.q_learning import QLearning
 
 __all__ = ["EPISODE_COLUMNS", "TabularLoopConfig", "greedy_episode", "run_tabular_loop"]
 

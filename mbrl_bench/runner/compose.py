@@ -9,7 +9,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from mbrl_bench.agents.mpc import MPCAgent
 from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.envs.make import check_spaces, make_env
 from mbrl_bench.envs.rewards import reward_fn_for
@@ -21,6 +20,7 @@ from mbrl_bench.loops.tabular import run_tabular_loop
 from mbrl_bench.models.model_env import ModelEnv
 from mbrl_bench.models.trainer import ModelTrainer
 from mbrl_bench.parts import LOOPS, MODELS, OPTIMIZERS, PLANNERS, ROLLOUTS
+from mbrl_bench.planners.mpc import MPCAgent
 from mbrl_bench.runner.spec import RunSpec
 from mbrl_bench.spec import Recipe
 

@@ -1,11 +1,11 @@
 """Model-predictive control with trajectory sampling: the PETS controller.
 
 At every step :class:`MPCAgent` asks its planner for the action sequence ``H x A`` that
-maximises :func:`~mbrl_bench.trajectory.trajectory_returns` from the current observation and
-executes the first action (re-planning every step). The warm start lives here, not in the
-planner: the next search starts from the last solution shifted by one step, its last step at
-the middle of the action bounds (PETS); at an episode start (:meth:`MPCAgent.reset`) it starts
-from the middle everywhere.
+maximises :func:`~mbrl_bench.planners.trajectory.trajectory_returns` from the current
+observation and executes the first action (re-planning every step). The warm start lives
+here, not in the planner: the next search starts from the last solution shifted by one step,
+its last step at the middle of the action bounds (PETS); at an episode start
+(:meth:`MPCAgent.reset`) it starts from the middle everywhere.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv, Propagation, RewardFn, TerminationFn
-from mbrl_bench.planners import Planner
-from mbrl_bench.trajectory import planning_chunk_rows, trajectory_returns
+from mbrl_bench.planners.sampling import Planner
+from mbrl_bench.planners.trajectory import planning_chunk_rows, trajectory_returns
 
 
 class MPCAgent:

@@ -8,7 +8,7 @@ within the action bounds and returns one sequence ``H x A``::
 
 ``x0`` (``H x A``) is where the search starts: CEM's initial mean, MPPI's nominal sequence.
 Random shooting ignores it. A caller that wants PETS's warm start passes the previous solution
-shifted by one step (:class:`~mbrl_bench.agents.mpc.MPCAgent` does); the planners keep no state
+shifted by one step (:class:`~mbrl_bench.planners.mpc.MPCAgent` does); the planners keep no state
 between calls. All sampling uses the ``generator`` given to each call.
 
 A NaN or infinite return ranks last: it is read as ``-inf`` before any ranking or weighting

@@ -46,7 +46,7 @@ from mbrl_bench.models.trainer import ModelTrainer, legacy_trainer_state
 
 
 class StochasticPolicy(Protocol):
-    """What the model phase needs of the policy (e.g. :class:`~mbrl_bench.agents.sac.SAC`)."""
+    """What the model phase needs of the policy (e.g. :class:`~mbrl_bench.optimizers.sac.SAC`)."""
 
     def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions ``B x A`` for observations ``B x O``."""
