@@ -58,26 +58,23 @@ def compose(spec: RunSpec) -> Components:
     c.buffer = ReplayBuffer(obs_dim, act_dim,
                             min(loop_part.config.buffer_capacity, spec.env.budget))
     opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
-    # in dependency order: the model, then the optimizer (which may use it), then the model
-    # phase (which trains the model and rolls out the optimizer's policy)
-    net = reward_fn = None
+    # in dependency order: the model and its phase (which trains it and sees the policy only
+    # through the calls the loop makes), then the optimizer, which may use the model itself
+    model_env = None
     if model is not None and rollout is not None:
         net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
-        if rollout.config.known_reward:
-            reward_fn = reward_fn_for(env)
-    if opt is not None:
-        model_env = None
-        if net is not None and rollout is not None \
-                and getattr(opt.config, "value_expansion", 0) > 0:
-            model_env = ModelEnv(net, termination_fn_for(env), reward_fn,
-                                 propagation=rollout.config.propagation, generator=torch_gen)
-        c.optimizer = OPTIMIZERS.get(opt.name).factory(
-            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env)
-    if net is not None and rollout is not None:
+        termination_fn = termination_fn_for(env)
+        reward_fn = reward_fn_for(env) if rollout.config.known_reward else None
         c.model_phase = ROLLOUTS.get(rollout.name).factory(
-            net, termination_fn_for(env), rollout.config, obs_dim, act_dim,
+            net, termination_fn, rollout.config, obs_dim, act_dim,
             start_step=loop_part.config.initial_random_steps, generator=torch_gen,
             reward_fn=reward_fn)
+        if opt is not None and getattr(opt.config, "value_expansion", 0) > 0:
+            model_env = ModelEnv(net, termination_fn, reward_fn,
+                                 propagation=rollout.config.propagation, generator=torch_gen)
+    if opt is not None:
+        c.optimizer = OPTIMIZERS.get(opt.name).factory(
+            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env)
     planner = recipe.part("planner")
     if model is not None and planner is not None:
         cfg = loop_part.config
