@@ -23,6 +23,15 @@ RecipeDirs = Annotated[
 SuiteDirs = Annotated[
     list[Path] | None, typer.Option("--suites-dir", help="Extra folder of suite files.")
 ]
+SetOptions = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KIND.FIELD=V1,V2,...", help=(
+        "Set a part's setting over everything the recipe files give, e.g. rollout.k=1,5,15 or "
+        "optimizer.updates_per_step=10,20 (TOML values, split on commas outside brackets and "
+        "quotes; a bare word is a string). Repeatable: runs are the product of the values. "
+        "Runs with settings go to ALGO\\[KEY=VALUE,...] folders (keys sorted), e.g. "
+        "results/SUITE/ENV/mbpo\\[rollout.k=5]/seed_0, and record them in run.json.")),
+]
 
 
 def _fail(message: str) -> None:
@@ -64,13 +73,15 @@ def run(
                         ] = "local",
     threads: Annotated[int | None, typer.Option(
         help="Torch threads per run (default: $OMP_NUM_THREADS, else cores / workers).")] = None,
+    set_: SetOptions = None,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
-    """Run a suite: every environment × algorithm × seed. Finished runs are skipped and
-    interrupted ones resume from their last checkpoint."""
+    """Run a suite: every environment × algorithm × --set value × seed. Finished runs are
+    skipped and interrupted ones resume from their last checkpoint."""
     from mbrl_bench.runner.execute import expand, run_all
     from mbrl_bench.spec import load_suite
+    from mbrl_bench.sweep import parse_set
 
     if executor not in ("local", "ray"):
         raise typer.BadParameter("--executor must be local or ray")
@@ -81,9 +92,12 @@ def run(
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
             s.algorithms)
         seed_list = _parse_seeds(seeds) if seeds else list(s.seeds)
-        specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()))
-        typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}, "
-                   f"seeds {seed_list}, results in {out}")
+        sets = [parse_set(o) for o in set_ or ()]
+        specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()),
+                       sets=sets)
+        swept = "".join(f", {k} in {list(v)}" for k, v in sets)
+        typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
+                   f"{swept}, seeds {seed_list}, results in {out}")
         outcomes = run_all(specs, out, workers, executor, threads)  # type: ignore[arg-type]
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
@@ -129,6 +143,50 @@ def list_parts(algorithms_dir: RecipeDirs = None, suites_dir: SuiteDirs = None) 
             typer.echo(f"  {name:<24} {s.description} [{envs}]")
         except ConfigError as e:
             typer.echo(f"  {name:<24} INVALID: {e}")
+
+
+@app.command()
+def show(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (see `bench list`) or path.")],
+    env: Annotated[str | None, typer.Option(
+        help="Resolve for this gymnasium id (its per-task overrides), e.g. Hopper-v5.")] = None,
+    diff: Annotated[str | None, typer.Option(
+        help="Show only the settings that differ from this recipe (resolved for the same "
+             "--env; --set applies to RECIPE only).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KIND.FIELD=VALUE",
+        help="Apply a setting last, as `bench run --set` does (one value).")] = None,
+    algorithms_dir: RecipeDirs = None,
+) -> None:
+    """Every setting of a resolved recipe: its value, where it came from (`default`, the
+    recipe file that set it, `override ENV in FILE`, or `--set`) and its doc."""
+    from mbrl_bench.explain import differences, format_differences, format_settings, settings_of
+    from mbrl_bench.spec import resolve_recipe
+    from mbrl_bench.sweep import parse_set
+
+    dirs = tuple(algorithms_dir or ())
+    try:
+        point = []
+        for option in set_ or ():
+            key, values = parse_set(option)
+            if len(values) != 1:
+                raise ConfigError(f"--set {key}", "", "`bench show` takes one value")
+            point.append((key, values[0]))
+        a, sources = resolve_recipe(recipe, env, dirs, tuple(point))
+        shown = settings_of(a, sources)
+        if diff is None:
+            typer.echo(f"{a.name} ({a.source}){f' for {env}' if env else ''}: {a.description}")
+            typer.echo(format_settings(shown), nl=False)
+            return
+        b = resolve_recipe(diff, env, dirs)
+        diffs = differences(shown, settings_of(*b))
+    except ConfigError as e:
+        _fail(str(e))
+        return
+    if not diffs:
+        typer.echo(f"{a.name} and {b[0].name} have the same settings")
+        return
+    typer.echo(format_differences(diffs, a.name, b[0].name), nl=False)
 
 
 @app.command()

@@ -9,9 +9,14 @@ Files are parsed as data (``tomllib``); nothing is ever executed.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
 import hashlib
+import inspect
+import itertools
 import json
+import textwrap
 import tomllib
 import types
 import typing
@@ -140,6 +145,22 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def format_value(value: Any) -> str:
+    """A short TOML-like text of a plain config value: ``5``, ``0.5``, ``true``, ``"x"``,
+    ``[1, 2]``, ``none`` for ``None``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "none"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {format_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
 def stable_hash(data: Any) -> str:
     """A short hash of JSON-able data that does not depend on key order."""
     blob = json.dumps(to_dict(data), sort_keys=True, separators=(",", ":"))
@@ -161,3 +182,31 @@ def check(condition: bool, field_name: str, message: str) -> None:
     """Raise the ``ValueError`` that :func:`build` maps onto ``field_name`` unless ``condition``."""
     if not condition:
         raise ValueError(f"{field_name}: {message}")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The first line of the docstring under each field of the dataclass ``cls``.
+
+    Attribute docstrings (a string right after ``name: type = default`` in the class body) are
+    not kept at run time, so they are read from the source of ``cls`` and of its dataclass
+    bases (a subclass's docstring wins). Fields without one, and classes whose source cannot
+    be read, are left out.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if isinstance(tree.body[0], ast.ClassDef) else []
+        for stmt, after in itertools.pairwise(body):
+            if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                lines = inspect.cleandoc(after.value.value).splitlines()
+                docs[stmt.target.id] = lines[0].strip() if lines else ""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in docs.items() if k in names}

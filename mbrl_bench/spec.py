@@ -16,7 +16,9 @@ part's settings::
 ``base = "other-recipe"`` starts from another recipe and overrides it (tables merge key by key;
 a part table that names another part, e.g. another planner, replaces the base's table).
 ``drop = ["model", "rollout"]`` removes parts the base has (with the base's per-task settings
-for them), e.g. MBPO without its model.
+for them), e.g. MBPO without its model. Command-line settings (``bench run --set
+rollout.k=5``, :mod:`mbrl_bench.sweep`) are applied last; :func:`resolve_recipe` also says
+where each setting came from (``bench show``).
 
 A **suite** names environments with their budgets, evaluation schedule and reporting budgets,
 the default algorithms and seeds::
@@ -51,6 +53,7 @@ from mbrl_bench.config import build, check, deep_merge, load_toml, stable_hash, 
 from mbrl_bench.envs import make as _make  # noqa: F401
 from mbrl_bench.errors import ConfigError
 from mbrl_bench.parts import LOOPS, PART_KINDS, registry_for
+from mbrl_bench.sweep import Settings
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -262,12 +265,31 @@ def _check_drop(data: Mapping[str, Any], overrides: Mapping[str, Any], source: s
             raise ConfigError(source, kind, "this recipe drops it (`drop`) and sets it")
 
 
+Sources = dict[str, dict[str, str]]
+"""Where the settings of a resolved recipe came from: part kind → key (``name`` or a field) →
+the recipe file that set it (its name), ``override ENV in NAME`` (a per-task table) or
+``--set``. A field that is not listed has its dataclass default."""
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A recipe's part tables for one environment, with what :func:`_resolve` learnt on the
+    way."""
+
+    data: dict[str, Any]
+    path: Path
+    ids: set[str]
+    """Every env id that any level overrides."""
+    description: Any
+    sources: Sources
+
+
 def _resolve(
     name_or_path: str, env_id: str | None, extra_dirs: tuple[Path, ...],
     seen: tuple[str, ...] = (),
-) -> tuple[dict[str, Any], Path, set[str], Any]:
+) -> _Resolved:
     """The recipe's part tables for ``env_id``, its file, every env id that any level overrides,
-    and its own ``description``.
+    its own ``description`` and where each setting came from.
 
     Each level is resolved for the environment before the next merges over it: base (with its
     overrides for ``env_id``), then this file's top-level tables, then this file's overrides
@@ -279,25 +301,36 @@ def _resolve(
     own = {k: v for k, v in raw.items() if k not in ("base", "drop", "overrides", "description")}
     ids = set(overrides)
     data: dict[str, Any] = {}
+    sources: Sources = {}
     if "base" in raw:
-        data, _, base_ids, _ = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
-                                        (*seen, str(path.resolve())))
-        ids |= base_ids
+        base = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
+                        (*seen, str(path.resolve())))
+        data, sources = base.data, base.sources
+        ids |= base.ids
         for kind in raw.get("drop", []):
             if kind not in data:
                 raise ConfigError(str(path), "drop", f"the base recipe has no {kind} to drop")
             del data[kind]
-    data = _merge_level(data, own)
+            sources.pop(kind, None)
+    data, sources = _merge_level(data, own, sources, path.stem)
     if env_id is not None and env_id in overrides:
-        data = _merge_level(data, overrides[env_id])
-    return data, path, ids, raw.get("description", "")
+        data, sources = _merge_level(data, overrides[env_id], sources,
+                                     f"override {env_id} in {path.stem}")
+    return _Resolved(data, path, ids, raw.get("description", ""), sources)
 
 
-def _merge_level(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+def _merge_level(
+    base: Mapping[str, Any], top: Mapping[str, Any], sources: Sources | None = None,
+    label: str = "",
+) -> tuple[dict[str, Any], Sources]:
     """``deep_merge``, except that a part table naming another part than the base's, with
     settings of another kind (e.g. an ablation's ``[planner] name = "mppi"`` over a CEM base),
     replaces it: the base's settings, per-task ones included, belong to the other part. Parts
-    that share one settings class (the ``pe`` and ``deterministic`` models) merge as usual."""
+    that share one settings class (the ``pe`` and ``deterministic`` models) merge as usual.
+
+    Also returns ``sources`` (the base's) updated: every key of ``top`` came from ``label``,
+    and a replaced table's keys no longer come from the base.
+    """
     def renamed(kind: str) -> bool:
         b, t = base.get(kind), top.get(kind)
         if not (isinstance(b, Mapping) and isinstance(t, Mapping) and "name" in t
@@ -308,7 +341,13 @@ def _merge_level(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, A
             return True  # an unknown name is reported when the part is built
         return reg.get(t["name"]).config_cls is not reg.get(str(b["name"])).config_cls
 
-    return deep_merge({k: v for k, v in base.items() if not renamed(k)}, top)
+    replaced = {k for k in base if renamed(k)}
+    merged = deep_merge({k: v for k, v in base.items() if k not in replaced}, top)
+    out: Sources = {k: dict(v) for k, v in (sources or {}).items() if k not in replaced}
+    for kind, table in top.items():
+        keys = dict.fromkeys(table, label) if isinstance(table, Mapping) else None
+        out[kind] = {} if keys is None else {**out.get(kind, {}), **keys}
+    return merged, out
 
 
 def _build_part(kind: str, table: Any, source: str) -> Part:
@@ -328,27 +367,69 @@ def _build_part(kind: str, table: Any, source: str) -> Part:
 
 
 def load_recipe(
-    name_or_path: str, env_id: str | None = None, extra_dirs: tuple[Path, ...] = ()
+    name_or_path: str, env_id: str | None = None, extra_dirs: tuple[Path, ...] = (),
+    settings: Settings = (),
 ) -> Recipe:
-    """Load a recipe, resolved for ``env_id`` (per-environment overrides applied) if given.
+    """Load a recipe, resolved for ``env_id`` (per-environment overrides applied) if given,
+    with command-line ``settings`` (``--set``) applied last.
 
     The recipe is also resolved for every environment any level overrides, so a bad override
     fails at load whichever environment is run.
     """
-    data, path, ids, description = _resolve(name_or_path, env_id, extra_dirs)
-    if not isinstance(description, str):
-        raise ConfigError(str(path), "description", "expected a string")
-    parts = _parts(data, str(path))
-    for oid in sorted(ids - {env_id}):
+    return resolve_recipe(name_or_path, env_id, extra_dirs, settings)[0]
+
+
+def resolve_recipe(
+    name_or_path: str, env_id: str | None = None, extra_dirs: tuple[Path, ...] = (),
+    settings: Settings = (),
+) -> tuple[Recipe, Sources]:
+    """:func:`load_recipe`, and where each of its settings came from."""
+    r = _resolve(name_or_path, env_id, extra_dirs)
+    if not isinstance(r.description, str):
+        raise ConfigError(str(r.path), "description", "expected a string")
+    parts = _parts(r.data, str(r.path))
+    for oid in sorted(r.ids - {env_id}):
         try:
-            _parts(_resolve(name_or_path, oid, extra_dirs)[0], str(path))
+            _parts(_resolve(name_or_path, oid, extra_dirs).data, str(r.path))
         except ConfigError as e:
-            if e.source != str(path) or e.key.startswith("overrides."):
+            if e.source != str(r.path) or e.key.startswith("overrides."):
                 raise
             raise ConfigError(e.source, f"overrides.{oid}.{e.key}", e.detail) from e
-    recipe = Recipe(path.stem, description, parts, str(path))
+    recipe = Recipe(r.path.stem, r.description, parts, str(r.path))
     LOOPS.get(recipe.parts[0].name).factory.check_recipe(recipe)
-    return recipe
+    if not settings:
+        return recipe, r.sources
+    return _apply_settings(recipe, r.data, r.sources, settings)
+
+
+def _apply_settings(
+    recipe: Recipe, data: Mapping[str, Any], sources: Sources, settings: Settings
+) -> tuple[Recipe, Sources]:
+    """``recipe`` with ``settings`` merged over its part tables ``data``, each changed part
+    built again exactly like a file's table; errors name the ``--set`` option."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for key, value in settings:
+        kind, _, field_name = key.partition(".")
+        if recipe.part(kind) is None:
+            have = ", ".join(p.kind for p in recipe.parts)
+            raise ConfigError(f"--set {key}", "", f"recipe {recipe.name!r} has no {kind} "
+                              f"(it has: {have})")
+        by_kind.setdefault(kind, {})[field_name] = value
+    out = {k: dict(v) for k, v in sources.items()}
+    for part in recipe.parts:
+        values = by_kind.get(part.kind)
+        if values is None:
+            continue
+        table = deep_merge({k: v for k, v in data[part.kind].items() if k != "name"}, values)
+        cls = registry_for(part.kind).get(part.name).config_cls
+        try:
+            config: Any = build(cls, table, "--set", prefix=f"{part.kind}.")
+        except ConfigError as e:
+            key = e.key if e.key != part.kind else ", ".join(f"{part.kind}.{n}" for n in values)
+            raise ConfigError(f"--set {key}", "", e.detail) from e
+        recipe = recipe.with_config(part.kind, config)
+        out.setdefault(part.kind, {}).update(dict.fromkeys(values, "--set"))
+    return recipe, out
 
 
 def _parts(data: dict[str, Any], source: str) -> tuple[Part, ...]:

@@ -24,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from mbrl_bench.config import format_value
 from mbrl_bench.reporting.aggregate import iqm, mean_ci, steps_to_threshold
 from mbrl_bench.runner.store import EVAL_COLUMNS as _STORE_EVAL_COLUMNS
 
@@ -37,6 +38,7 @@ __all__ = [
     "load_runs",
     "return_at_budget",
     "sample_efficiency_table",
+    "setting_keys",
     "write_table",
 ]
 
@@ -91,7 +93,8 @@ TABLE_COLUMNS: list[str] = [
     "reached",
     "steps_to_threshold_mean",
 ]
-"""Columns of :func:`sample_efficiency_table`, in order."""
+"""Columns of :func:`sample_efficiency_table`, in order; the command-line settings of the runs
+(``rollout.k``, ...), if any, come after ``algo``."""
 
 _INT_TABLE_COLUMNS = ("budget", "n_seeds", "failed", "reached")
 
@@ -142,7 +145,19 @@ def _read_run_json(path: Path, root: Path) -> dict[str, Any] | None:
         _warn(f"{path}: reporting_budgets {budgets!r} is not a list of integers; ignored")
         row["reporting_budgets"] = ()
     row["path"] = str(path.parent)
+    row.update(_setting_columns(data.get("settings"), path))
     return row
+
+
+def _setting_columns(settings: Any, path: Path) -> dict[str, Any]:
+    """``setting_keys`` (the sorted keys of a run's command-line settings) and one text column
+    per setting, named by its key (``rollout.k``)."""
+    if not isinstance(settings, dict):
+        if settings is not None:
+            _warn(f"{path}: settings {settings!r} is not a table; ignored")
+        return {"setting_keys": ()}
+    texts = {str(k): v if isinstance(v, str) else format_value(v) for k, v in settings.items()}
+    return {"setting_keys": tuple(sorted(texts)), **texts}
 
 
 def _empty_evals() -> pd.DataFrame:
@@ -333,8 +348,10 @@ def _group_rows(
     run_evals: list[pd.DataFrame],
     rng_seed: int,
     budgets: list[int] | None = None,
+    settings: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Table rows of one (suite, env, algo); ``run_evals`` are its non-failed runs' evals."""
+    """Table rows of one (suite, env, algo); ``run_evals`` are its non-failed runs' evals,
+    ``settings`` the group's setting columns."""
     suite, env, algo = key
     label = "/".join(key)
     threshold = _group_threshold(group, label)
@@ -348,6 +365,7 @@ def _group_rows(
         "suite": suite,
         "env": env,
         "algo": algo,
+        **(settings or {}),
         "failed": int((group["status"] == "failed").sum()),
         "threshold": math.nan if threshold is None else threshold,
         "reached": len(reached_steps),
@@ -398,13 +416,25 @@ def sample_efficiency_table(
     evals_by_run = {k: g for k, g in evals.groupby(run_key, sort=False)}
     empty = _empty_evals()
     rows: list[dict[str, Any]] = []
+    keys = setting_keys(runs)
     for key, group in runs.groupby(["suite", "env", "algo"], sort=True):
         ok = group.loc[group["status"] != "failed"]
         run_evals = [evals_by_run.get(k, empty) for k in ok[run_key]]
+        # one algo folder holds one setting: its runs share their values
+        settings = {k: next((str(v) for v in group[k] if isinstance(v, str)), "")
+                    for k in keys}
         rows.extend(_group_rows(cast(tuple[str, str, str], key), group, run_evals, rng_seed,
-                                chosen))
-    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+                                chosen, settings))
+    at = TABLE_COLUMNS.index("algo") + 1
+    table = pd.DataFrame(rows, columns=[*TABLE_COLUMNS[:at], *keys, *TABLE_COLUMNS[at:]])
     return table.astype({col: "int64" for col in _INT_TABLE_COLUMNS}).reset_index(drop=True)
+
+
+def setting_keys(runs: pd.DataFrame) -> list[str]:
+    """The keys of the command-line settings (``--set``) of any run in ``runs``, sorted."""
+    if "setting_keys" not in runs.columns:
+        return []
+    return sorted({k for keys in runs["setting_keys"] if isinstance(keys, tuple) for k in keys})
 
 
 # --------------------------------------------------------------------------- output
@@ -438,12 +468,15 @@ _MD_HEADER = [
 def format_markdown(table: pd.DataFrame) -> str:
     """Render a :func:`sample_efficiency_table` as a GitHub Markdown table.
 
-    Numbers have one decimal; the interval is shown as ``mean [lo, hi]``; missing values
-    are shown as an em dash.
+    Setting columns (any column not in :data:`TABLE_COLUMNS`) follow ``algo``, empty for
+    runs without that setting. Numbers have one decimal; the interval is shown as
+    ``mean [lo, hi]``; missing values are shown as an em dash.
     """
+    settings = [c for c in table.columns if c not in TABLE_COLUMNS]
+    header = [*_MD_HEADER[:3], *((k, ":--") for k in settings), *_MD_HEADER[3:]]
     lines = [
-        "| " + " | ".join(name for name, _ in _MD_HEADER) + " |",
-        "| " + " | ".join(align for _, align in _MD_HEADER) + " |",
+        "| " + " | ".join(_text(name) for name, _ in header) + " |",
+        "| " + " | ".join(align for _, align in header) + " |",
     ]
     for row in table.to_dict("records"):
         has_threshold = not math.isnan(float(row["threshold"]))
@@ -456,6 +489,7 @@ def format_markdown(table: pd.DataFrame) -> str:
             _text(row["suite"]),
             _text(row["env"]),
             _text(row["algo"]),
+            *(_text(row[k]) if isinstance(row[k], str) else "" for k in settings),
             str(int(row["budget"])),
             str(int(row["n_seeds"])),
             interval,

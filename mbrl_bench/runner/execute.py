@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from mbrl_bench.config import to_dict
 from mbrl_bench.envs.make import SpaceKind, check_spaces, make_env, space_kind
 from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.errors import ConfigError, UnsupportedEnvError
@@ -32,7 +33,8 @@ from mbrl_bench.runner.store import (
     now,
     versions,
 )
-from mbrl_bench.spec import EnvEntry, Suite, load_recipe
+from mbrl_bench.spec import EnvEntry, Recipe, Suite, load_recipe
+from mbrl_bench.sweep import SetOption, Settings, sweep_points
 
 Executor = Literal["local", "ray"]
 MODEL_KINDS = ("model", "rollout", "planner")
@@ -55,9 +57,10 @@ def _with_steps(entry: EnvEntry, steps: int) -> EnvEntry:
 def expand(
     suite: Suite, algos: Sequence[str], seeds: Sequence[int], steps: int | None = None,
     env_filter: str | None = None, extra_dirs: tuple[Path, ...] = (),
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = print, sets: Sequence[SetOption] = (),
 ) -> list[RunSpec]:
-    """All runs of ``suite`` × ``algos`` × ``seeds`` (recipes resolved per environment).
+    """All runs of ``suite`` × ``algos`` × the sweep of ``sets`` × ``seeds`` (recipes resolved
+    per environment, each ``--set`` applied last).
 
     ``steps`` replaces every budget; ``env_filter`` is a glob or substring on name or id.
     A suite may mix tasks of different kinds (continuous control and tabular): a pair whose
@@ -83,27 +86,52 @@ def expand(
     if len(set(names)) != len(names):
         raise ConfigError(suite.name, "--algos", f"two recipes share a name ({', '.join(algos)})"
                           "; their runs would share folders")
+    points = sweep_points(sets)
     specs: list[RunSpec] = []
     skipped: list[tuple[EnvEntry, str, SpaceKind]] = []  # (entry, algo, its loop's space kind)
     kinds = {e.label: _space_kind(e) for e in entries}
     for entry in entries:
         for algo in algos:
-            recipe = load_recipe(algo, entry.id, extra_dirs)
-            space = LOOPS.get(recipe.parts[0].name).factory.space
+            recipes = [_recipe_for(algo, entry, extra_dirs, point) for point in points]
+            space = LOOPS.get(recipes[0].parts[0].name).factory.space
             name = Path(algo).stem
             if kinds[entry.label] != space:
                 skipped.append((entry, name, space))
                 continue
-            loop_cfg = recipe.config("loop")
-            if entry.initial_random_steps is not None and hasattr(loop_cfg, "initial_random_steps"):
-                recipe = recipe.with_config(
-                    "loop", replace(loop_cfg, initial_random_steps=entry.initial_random_steps))
-            specs.extend(RunSpec(suite.name, entry, name, seed, recipe) for seed in seeds)
+            specs.extend(RunSpec(suite.name, entry, name, seed, recipe, _as_set(recipe, point))
+                         for recipe, point in zip(recipes, points, strict=True) for seed in seeds)
     _check_left(suite, kinds, specs, skipped)
+    ids = [s.run_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("--set", "", "two values of a setting are the same value "
+                          f"({next(i for i in ids if ids.count(i) > 1)})")
     if skipped:
         progress(f"skipped {len(skipped)} environment × algorithm pair(s) whose spaces do not "
                  "suit the loop: " + ", ".join(f"{e.label} × {a}" for e, a, _ in skipped))
     return specs
+
+
+def _recipe_for(algo: str, entry: EnvEntry, extra_dirs: tuple[Path, ...], settings: Settings
+                ) -> Recipe:
+    """``algo`` resolved for ``entry`` with the entry's ``initial_random_steps`` (unless a
+    ``--set`` gives it) and ``settings`` applied."""
+    recipe = load_recipe(algo, entry.id, extra_dirs, settings)
+    loop_cfg = recipe.config("loop")
+    if (entry.initial_random_steps is not None and hasattr(loop_cfg, "initial_random_steps")
+            and "loop.initial_random_steps" not in dict(settings)):
+        recipe = recipe.with_config(
+            "loop", replace(loop_cfg, initial_random_steps=entry.initial_random_steps))
+    return recipe
+
+
+def _as_set(recipe: Recipe, settings: Settings) -> Settings:
+    """``settings`` with each value as the resolved config holds it (``1`` for a float field
+    is ``1.0``), so one configuration always gets one folder."""
+    out = []
+    for key, _ in settings:
+        kind, _, field_name = key.partition(".")
+        out.append((key, to_dict(getattr(recipe.config(kind), field_name))))
+    return tuple(out)
 
 
 def _space_kind(entry: EnvEntry) -> SpaceKind:

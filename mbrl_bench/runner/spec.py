@@ -1,4 +1,5 @@
-"""A run's specification: suite, environment entry, recipe resolved for it, and seed."""
+"""A run's specification: suite, environment entry, recipe resolved for it, seed, and the
+command-line settings (``--set``) applied to the recipe."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from mbrl_bench.config import to_dict
 from mbrl_bench.spec import EnvEntry, Recipe, recipe_hash
+from mbrl_bench.sweep import Settings, settings_label
 
 
 @dataclass(frozen=True)
@@ -17,25 +19,37 @@ class RunSpec:
     suite: str
     env: EnvEntry
     algo: str
+    """The recipe's name."""
     seed: int
     recipe: Recipe
+    """Resolved for ``env``, with ``settings`` applied."""
+    settings: Settings = ()
+    """Command-line settings (``--set``) with their values as in the config (a list for a
+    tuple); they name the run's folder (:attr:`label`)."""
+
+    @property
+    def label(self) -> str:
+        """The algorithm's folder: ``algo``, or ``algo[key=value,...]`` with settings."""
+        return settings_label(self.algo, self.settings)
 
     @property
     def run_id(self) -> str:
-        return f"{self.suite}/{self.env.label}/{self.algo}/seed_{self.seed}"
+        return f"{self.suite}/{self.env.label}/{self.label}/seed_{self.seed}"
 
     @property
     def config_hash(self) -> str:
         return recipe_hash(self.recipe, self.env, self.seed)
 
     def run_dir(self, out: Path) -> Path:
-        return out / self.suite / self.env.label / self.algo / f"seed_{self.seed}"
+        return out / self.suite / self.env.label / self.label / f"seed_{self.seed}"
 
     def meta(self) -> dict[str, Any]:
-        """The resolved configuration part of ``run.json``."""
+        """The resolved configuration part of ``run.json`` (``algo`` is the folder's label,
+        ``recipe`` the recipe's name)."""
         return {
             "run_id": self.run_id, "suite": self.suite, "env": self.env.label,
-            "env_id": self.env.id, "algo": self.algo, "seed": self.seed,
+            "env_id": self.env.id, "algo": self.label, "recipe": self.algo,
+            "settings": dict(self.settings), "seed": self.seed,
             "budget": self.env.budget, "reporting_budgets": list(self.env.budgets),
             "threshold": self.env.threshold, "optimal_length": self.env.optimal_length,
             "config_hash": self.config_hash,
