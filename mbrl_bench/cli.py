@@ -51,6 +51,8 @@ def _parse_seeds(text: str) -> list[int]:
     except ValueError:
         raise typer.BadParameter(
             f"expected N (seeds 0..N-1) or a list like 1,2,3; got {text!r}") from None
+    if not seeds:
+        raise typer.BadParameter(f"no seeds in {text!r}: give N or a list like 1,2,3")
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise typer.BadParameter("seeds must be distinct non-negative integers")
     return seeds
@@ -79,7 +81,7 @@ def run(
 ) -> None:
     """Run a suite: every environment × algorithm × --set value × seed. Finished runs are
     skipped and interrupted ones resume from their last checkpoint."""
-    from mbrl_bench.runner.execute import expand, run_all
+    from mbrl_bench.runner.execute import expand, random_phase_warnings, run_all
     from mbrl_bench.spec import load_suite
     from mbrl_bench.sweep import parse_set
 
@@ -87,6 +89,10 @@ def run(
         raise typer.BadParameter("--executor must be local or ray")
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
+    if algos is not None and not algos.replace(",", "").strip():
+        raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
     try:
         s = load_suite(suite, tuple(suites_dir or ()))
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
@@ -95,6 +101,8 @@ def run(
         sets = [parse_set(o) for o in set_ or ()]
         specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()),
                        sets=sets)
+        for line in random_phase_warnings(specs):
+            typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
         swept = "".join(f", {k} in {list(v)}" for k, v in sets)
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")

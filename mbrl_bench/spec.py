@@ -165,6 +165,8 @@ class Suite:
         check(len(labels) == len(set(labels)), "envs", "distinct names (set `name` to tell "
               "entries of the same id apart)")
         check(len(self.seeds) > 0 and min(self.seeds) >= 0, "seeds", "non-negative seeds")
+        check(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct seeds (a repeated "
+              "seed would run into the same folder)")
 
 
 def load_suite(name_or_path: str, extra_dirs: tuple[Path, ...] = ()) -> Suite:
@@ -303,6 +305,11 @@ def _resolve(
     data: dict[str, Any] = {}
     sources: Sources = {}
     if "base" in raw:
+        try:
+            find_file(raw["base"], "algorithms", (path.parent, *extra_dirs))
+        except ConfigError as e:
+            raise ConfigError(str(path), "base", f"no recipe {raw['base']!r} "
+                              f"({e.detail})") from e
         base = _resolve(raw["base"], env_id, (path.parent, *extra_dirs),
                         (*seen, str(path.resolve())))
         data, sources = base.data, base.sources

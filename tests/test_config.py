@@ -65,7 +65,7 @@ target_entropy = -1.0
         ('base = "sac"\n[loop]\ninitial_random_steps = -5', "loop.initial_random_steps",
          "non-negative"),
         ('base = "sac"\nbudget = 5', "budget", "unknown key"),
-        ('base = "no-such-recipe"', "", "unknown algorithm"),
+        ('base = "no-such-recipe"', "base", "no recipe 'no-such-recipe'"),
         ('[optimizer]\nname = "sac"', "loop", "missing"),
         ('base = "sac"\n[model]\nname = "x"', "model.name", "unknown dynamics model"),
         ('base = "sac"\n[overrides."Hoper-v5".optimizer]\ngamma = 0.9', "overrides.Hoper-v5",

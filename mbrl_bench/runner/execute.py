@@ -134,6 +134,20 @@ def _as_set(recipe: Recipe, settings: Settings) -> Settings:
     return tuple(out)
 
 
+def random_phase_warnings(specs: Sequence[RunSpec]) -> list[str]:
+    """One line per (environment, recipe) whose budget ends inside the recipe's random-action
+    phase: such runs learn nothing (a model-based one never fits its model)."""
+    lines: dict[tuple[str, str], str] = {}
+    for s in specs:
+        random_steps = getattr(s.recipe.config("loop"), "initial_random_steps", 0)
+        if s.env.budget <= random_steps:
+            lines[(s.env.label, s.algo)] = (
+                f"{s.env.label} × {s.algo}: the budget ({s.env.budget} steps) ends inside the "
+                f"{random_steps} random-action steps, so nothing will be learned (raise --steps, "
+                "or set initial_random_steps in the suite)")
+    return list(lines.values())
+
+
 def _space_kind(entry: EnvEntry) -> SpaceKind:
     env = make_env(entry.id, entry.kwargs)
     try:

@@ -1,0 +1,60 @@
+"""What a new user hit (issue: run where researchers run): each is a one-line error or a
+warning, never a traceback or a silent fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mbrl_bench.cli import app
+from mbrl_bench.errors import ConfigError
+from mbrl_bench.runner.execute import expand, random_phase_warnings
+from mbrl_bench.spec import load_recipe, load_suite
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--seeds", ","], "no seeds"),
+    (["--algos", ""], "--algos names no recipe"),
+    (["--algos", " , "], "--algos names no recipe"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "-1"], "--threads must be at least 1"),
+])
+def test_bad_run_options_are_one_line_errors(tmp_path: Path, args: list[str], fragment: str
+                                             ) -> None:
+    res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(tmp_path), *args])
+    assert res.exit_code == 2 and fragment in res.output, res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "smoke").exists()
+
+
+def test_duplicate_seeds_in_a_suite_file_are_an_error(tmp_path: Path) -> None:
+    p = tmp_path / "dup.toml"
+    p.write_text('description = "d"\nseeds = [0, 1, 0]\n[[envs]]\nid = "Pendulum-v1"\n'
+                 'budget = 100\neval_every = 100\n')
+    with pytest.raises(ConfigError, match=r"dup\.toml: seeds: distinct seeds"):
+        load_suite(str(p))
+
+
+def test_a_missing_base_names_the_file_and_the_key(tmp_path: Path) -> None:
+    p = tmp_path / "orphan.toml"
+    p.write_text('base = "mbpoo"\n')
+    with pytest.raises(ConfigError) as e:
+        load_recipe(str(p))
+    assert e.value.source == str(p) and e.value.key == "base"
+    assert "no recipe 'mbpoo'" in str(e.value) and "known: " in str(e.value)
+
+
+def test_a_budget_inside_the_random_phase_is_warned_about() -> None:
+    suite = load_suite("mujoco")
+    specs = expand(suite, ["mbpo", "pets", "sac"], [1], steps=300, env_filter="Hopper",
+                   progress=lambda s: None)
+    lines = random_phase_warnings(specs)
+    assert len(lines) == 3 and all("nothing will be learned" in s for s in lines), lines
+    assert any("5000 random-action steps" in s for s in lines)
+    assert any("1000 random-action steps" in s for s in lines)  # pets on Hopper: one trial
+    assert not random_phase_warnings(expand(suite, ["sac"], [1], steps=6000,
+                                            env_filter="Hopper", progress=lambda s: None))
