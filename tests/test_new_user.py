@@ -58,3 +58,24 @@ def test_a_budget_inside_the_random_phase_is_warned_about() -> None:
     assert any("1000 random-action steps" in s for s in lines)  # pets on Hopper: one trial
     assert not random_phase_warnings(expand(suite, ["sac"], [1], steps=6000,
                                             env_filter="Hopper", progress=lambda s: None))
+
+
+def test_pets_never_plans_with_an_unfitted_model(tmp_path: Path) -> None:
+    """An evaluation before PETS's first fit measures random actions, in no time, instead of
+    planning through a model that was never fitted (which took minutes per evaluation)."""
+    import csv
+
+    from mbrl_bench.runner.execute import run_all
+
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 60\neval_every = 30\neval_episodes = 2\n')
+    (tmp_path / "p.toml").write_text('base = "pets"\n[loop]\ninitial_random_steps = 100\n')
+    specs = expand(load_suite(str(tmp_path / "s.toml")), [str(tmp_path / "p.toml")], [0],
+                   progress=lambda s: None)
+    [outcome] = run_all(specs, tmp_path / "out", threads=1, progress=lambda s: None)
+    assert outcome.status == "complete", outcome.error
+    with (specs[0].run_dir(tmp_path / "out") / "evals.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["env_step"] for r in rows] == ["30", "60"]
+    assert all(float(r["wall_clock_s"]) < 30 for r in rows)  # no planning at recipe settings

@@ -6,8 +6,10 @@ Phases per env step:
    every ``model_train_freq`` steps (:meth:`~mbrl_bench.models.trainer.ModelTrainer.fit`,
    warm-started);
 2. **act**: uniform random actions for the first ``initial_random_steps`` (PETS: one trial of
-   random actions), then the :class:`~mbrl_bench.planners.mpc.MPCAgent`, which re-plans at every
-   step with trajectory sampling through the model (known reward when the recipe says so);
+   random actions; an evaluation before the first fit measures random actions too, never a
+   plan through an unfitted model), then the :class:`~mbrl_bench.planners.mpc.MPCAgent`,
+   which re-plans at every step with trajectory sampling through the model (known reward
+   when the recipe says so);
 3. **log** a metrics row every ``log_every`` steps; **evaluate** the controller every
    ``eval_every`` steps on a separate environment (evaluation plans too, with a generator of
    its own, so it costs planning time but never changes the training run), then checkpoint.
@@ -96,7 +98,7 @@ def run_mpc_loop(c: Components, store: RunRecord, progress: Callable[[str], None
             _log(c, sc, own, store, progress)
         if sc.eval_due():
             sc.begin_eval()
-            _evaluate(c, sc, store, agent)
+            _evaluate(c, sc, store, agent, fitted=bool(own.fit))
             sc.checkpoint({"recent_returns": own.recent_returns, "fit": own.fit})
             sc.end_eval()
 
@@ -134,12 +136,22 @@ def evaluate_mpc(agent: MPCAgent, env: Any, episodes: int, seeds: list[int]) -> 
     return returns
 
 
-def _evaluate(c: Components, sc: Scaffold, store: RunRecord, agent: MPCAgent) -> None:
-    """Evaluate a controller planning with its own generator (from the evaluation's seeds)."""
+def _evaluate(c: Components, sc: Scaffold, store: RunRecord, agent: MPCAgent, fitted: bool
+              ) -> None:
+    """Evaluate a controller planning with its own generator (from the evaluation's seeds).
+
+    Before the model's first fit there is nothing to plan with: the evaluation measures what
+    the agent does in that phase, uniformly random actions (from the same seeds)."""
     entry = c.entry
     seeds = sc.eval_seeds(entry.eval_episodes + 1)
-    eval_agent = agent.with_generator(torch.Generator().manual_seed(seeds[-1]))
-    rets = evaluate_mpc(eval_agent, c.eval_env, entry.eval_episodes, seeds[:-1])
+    if fitted:
+        eval_agent = agent.with_generator(torch.Generator().manual_seed(seeds[-1]))
+        rets = evaluate_mpc(eval_agent, c.eval_env, entry.eval_episodes, seeds[:-1])
+    else:
+        space: Any = c.eval_env.action_space
+        rng = np.random.default_rng(seeds[-1])
+        rets = np.array([run_episode(c.eval_env, lambda _: rng.uniform(
+            space.low, space.high).astype(space.dtype), s)[0] for s in seeds[:-1]])
     row = evaluation_row(rets, sc.step, sc.episodes, sc.elapsed)
     sc.last_eval = row["return_mean"]
     store.append_eval(row)
