@@ -79,3 +79,24 @@ def test_pets_never_plans_with_an_unfitted_model(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert [r["env_step"] for r in rows] == ["30", "60"]
     assert all(float(r["wall_clock_s"]) < 30 for r in rows)  # no planning at recipe settings
+
+
+def test_the_last_progress_line_shows_the_evaluation_just_written(tmp_path: Path) -> None:
+    import csv
+
+    from mbrl_bench.runner.execute import run_all
+
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 200\neval_every = 100\neval_episodes = 1\ninitial_random_steps = 150\n')
+    (tmp_path / "r.toml").write_text('base = "sac"\n[loop]\nlog_every = 100\n[optimizer]\n'
+                                     'hidden_sizes = [16, 16]\nbatch_size = 32\n')
+    specs = expand(load_suite(str(tmp_path / "s.toml")), [str(tmp_path / "r.toml")], [0],
+                   progress=lambda s: None)
+    lines: list[str] = []
+    [outcome] = run_all(specs, tmp_path / "out", threads=1, progress=lines.append)
+    assert outcome.status == "complete", outcome.error
+    with (specs[0].run_dir(tmp_path / "out") / "evals.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    step_lines = [s for s in lines if "step 200/200" in s]
+    assert step_lines and f"eval {float(last['return_mean']):.1f}" in step_lines[-1], lines

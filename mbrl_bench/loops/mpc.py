@@ -94,13 +94,14 @@ def run_mpc_loop(c: Components, store: RunRecord, progress: Callable[[str], None
             own.recent_returns.append(finished[0])
             agent.reset()
         # --- log, evaluate, checkpoint
-        if sc.log_due(cfg.log_every):
-            _log(c, sc, own, store, progress)
+        line = _log(c, sc, own, store) if sc.log_due(cfg.log_every) else None
         if sc.eval_due():
             sc.begin_eval()
             _evaluate(c, sc, store, agent, fitted=bool(own.fit))
             sc.checkpoint({"recent_returns": own.recent_returns, "fit": own.fit})
             sc.end_eval()
+        if line is not None:  # after the evaluation, so it shows this step's
+            progress(line())
 
 
 def _fit(c: Components, own: _Own, real: ReplayBuffer) -> None:
@@ -110,8 +111,8 @@ def _fit(c: Components, own: _Own, real: ReplayBuffer) -> None:
                "model_holdout_mse": out["holdout_mse"], "model_train_loss": out["train_loss"]}
 
 
-def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord,
-         progress: Callable[[str], None]) -> None:
+def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> Callable[[], str]:
+    """Write the metrics row; return the progress line's maker (shows the latest evaluation)."""
     sps, wall_s = sc.interval()
     row: dict[str, Any] = {
         "env_step": sc.step, "episodes": sc.episodes,
@@ -121,10 +122,10 @@ def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord,
         "steps_per_s": sps, "wall_clock_s": wall_s,
     }
     store.append_metrics(row)
-    progress(f"{c.run_id}: step {sc.step}/{sc.budget}  train return "
-             f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  "
-             f"plan {row['plan_s_per_step']:.3f} s/step")
     own.recent_returns, own.plan_s, own.planned = [], 0.0, 0
+    return lambda: (f"{c.run_id}: step {row['env_step']}/{sc.budget}  train return "
+                    f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  "
+                    f"plan {row['plan_s_per_step']:.3f} s/step")
 
 
 def evaluate_mpc(agent: MPCAgent, env: Any, episodes: int, seeds: list[int]) -> np.ndarray:

@@ -148,14 +148,15 @@ def run_policy_loop(
             _update(c, own, real)
             _lap(own, 2, t_phase)
         # --- log, evaluate, checkpoint
-        if sc.log_due(cfg.log_every):
-            _log(c, sc, own, store, progress)
+        line = _log(c, sc, own, store) if sc.log_due(cfg.log_every) else None
         if sc.eval_due():
             sc.begin_eval()
             _evaluate(c, sc, store)
             sc.checkpoint({"sums": own.sums, "n_updates": own.n_updates,
                            "recent_returns": own.recent_returns})
             sc.end_eval()
+        if line is not None:  # after the evaluation, so it shows this step's
+            progress(line())
 
 
 def _lap(own: _Own, phase: int, since: float) -> float:
@@ -176,8 +177,8 @@ def _update(c: Components, own: _Own, real: ReplayBuffer) -> None:
         own.n_updates += 1
 
 
-def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord,
-         progress: Callable[[str], None]) -> None:
+def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> Callable[[], str]:
+    """Write the metrics row; return the progress line's maker (shows the latest evaluation)."""
     means = (own.sums / own.n_updates).tolist() if own.n_updates else [math.nan] * len(
         UPDATE_KEYS)
     if own.n_updates and not all(math.isfinite(v) for v in means):
@@ -195,10 +196,10 @@ def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord,
         diag = c.model_phase.diagnostics(sc.step, c.optimizer)
         row.update({k: diag.get(k, math.nan) for k in c.model_phase.metric_keys})
     store.append_metrics(row)
-    progress(f"{c.run_id}: step {sc.step}/{sc.budget}  train return "
-             f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  {sps:.0f} steps/s")
     own.sums, own.n_updates, own.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
     own.phase_s = [0.0] * len(PHASE_KEYS)
+    return lambda: (f"{c.run_id}: step {row['env_step']}/{sc.budget}  train return "
+                    f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  {sps:.0f} steps/s")
 
 
 def _evaluate(c: Components, sc: Scaffold, store: RunRecord) -> None:
