@@ -39,6 +39,19 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _writable_folder(path: Path, option: str) -> None:
+    """A one-line error unless ``path`` is (or can be made) a folder we can write in."""
+    if path.exists() and not path.is_dir():
+        _fail(f"{option} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".bench-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        _fail(f"{option} {path}: cannot write there ({e.strerror or e})")
+
+
 def _parse_seeds(text: str) -> list[int]:
     try:
         if "," in text or text.strip().startswith("["):
@@ -93,6 +106,7 @@ def run(
         raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
     if algos is not None and not algos.replace(",", "").strip():
         raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
+    _writable_folder(out, "--out")
     try:
         s = load_suite(suite, tuple(suites_dir or ()))
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
@@ -217,6 +231,7 @@ def table(
                                  ) from None
     if chosen is not None and min(chosen) <= 0:
         raise typer.BadParameter("--budgets: budgets must be positive")
+    _writable_folder(out or results_dir, "--out")
     try:
         t = write_table(results_dir, out, chosen)
     except ValueError as e:
@@ -248,10 +263,13 @@ def plot(
     """Learning curves: mean evaluation return over seeds with a 95% bootstrap band."""
     from mbrl_bench.reporting.plots import plot_curves
 
-    _, evals = _load_runs(results_dir)
     target = out or results_dir
     if target.suffix.lower() != ".png":
+        _writable_folder(target, "--out")
         target = target / "curves.png"
+    else:
+        _writable_folder(target.parent, "--out")
+    _, evals = _load_runs(results_dir)
     path = plot_curves(evals, target)
     typer.echo(f"written: {path}")
 

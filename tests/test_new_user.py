@@ -100,3 +100,38 @@ def test_the_last_progress_line_shows_the_evaluation_just_written(tmp_path: Path
         last = list(csv.DictReader(f))[-1]
     step_lines = [s for s in lines if "step 200/200" in s]
     assert step_lines and f"eval {float(last['return_mean']):.1f}" in step_lines[-1], lines
+
+
+def test_out_naming_a_file_or_an_unwritable_folder_is_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for cmd in (["run", "--suite", "smoke", "--out", str(afile)],
+                ["table", str(tmp_path), "--out", str(afile)],
+                ["plot", str(tmp_path), "--out", str(afile)],
+                ["run", "--suite", "smoke", "--out", str(afile / "sub")]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 2 and "--out" in res.output, (cmd, res.output)
+        assert "Traceback" not in res.output
+
+
+def test_make_kwargs_that_make_gymnasium_raise_are_one_line(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "Hopper-v5"\n'
+        'kwargs = { xml_file = "/no/such/hopper.xml" }\nbudget = 100\neval_every = 100\n')
+    res = runner.invoke(app, ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "gymnasium.make failed" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_a_corrupt_run_json_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 10\neval_every = 10\neval_episodes = 1\n')
+    run_dir = tmp_path / "out" / "s" / "mbrl_bench_PointMass-v0" / "sac" / "seed_0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text('{"status": "comp')
+    res = runner.invoke(app, ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac",
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "not a valid run.json" in res.output, res.output
+    assert "move" in res.output and "Traceback" not in res.output

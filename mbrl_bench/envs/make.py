@@ -42,6 +42,9 @@ def make_env(env_id: str, kwargs: dict[str, Any] | None = None) -> gym.Env:
         return gym.make(env_id, **(kwargs or {}))
     except TypeError as e:
         raise UnsupportedEnvError(f"{env_id}: bad make kwargs {kwargs!r} ({e})") from e
+    except Exception as e:  # e.g. an xml_file that does not exist: the env's own error
+        raise UnsupportedEnvError(f"{env_id}: gymnasium.make failed with make kwargs "
+                                  f"{kwargs!r}: {type(e).__name__}: {e}") from e
 
 
 def check_spaces(env: gym.Env, kind: SpaceKind) -> None:

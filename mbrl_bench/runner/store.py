@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 import mbrl_bench
+from mbrl_bench.errors import ConfigError
 
 EVAL_COLUMNS = ("env_step", "episodes", "return_mean", "return_std", "return_min", "return_max",
                 "wall_clock_s", "model_return_mean")
@@ -85,7 +86,11 @@ class RunStore:
         p = self.dir / RUN_FILE
         if not p.exists():
             return None
-        return dict(json.loads(p.read_text()))
+        try:
+            return dict(json.loads(p.read_text()))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise ConfigError(str(p), "", f"not a valid run.json ({e}); move {self.dir} away "
+                              "(or delete it) to start that run again") from e
 
     def write_meta(self, meta: dict[str, Any]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
