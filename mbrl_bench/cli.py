@@ -132,6 +132,11 @@ def run(
     typer.echo("done: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if counts.get("failed"):
         raise typer.Exit(1)
+    if counts.get("busy"):
+        typer.secho(f"{counts['busy']} run(s) are being run by another live process (their "
+                    "folders are locked): this suite is not finished; run the same command "
+                    "again once that process ends", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(3)
 
 
 @app.command("list")

@@ -135,3 +135,46 @@ def test_a_corrupt_run_json_is_one_line_saying_what_to_do(tmp_path: Path) -> Non
                               "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "not a valid run.json" in res.output, res.output
     assert "move" in res.output and "Traceback" not in res.output
+
+
+def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path) -> None:
+    """`--workers 2`, then `kill -9` of `bench run`: the workers die with it (no orphan holds a
+    run's lock), and the same command afterwards resumes and completes both runs."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0, 1]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 1500\neval_every = 500\neval_episodes = 1\ninitial_random_steps = 100\n')
+    (tmp_path / "r.toml").write_text('base = "sac"\n[loop]\nlog_every = 500\n[optimizer]\n'
+                                     'hidden_sizes = [32, 32]\nbatch_size = 64\n')
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(tmp_path / "s.toml"),
+           "--algos", str(tmp_path / "r.toml"), "--workers", "2", "--threads", "1",
+           "--out", str(out)]
+    metas = [out / "s" / "mbrl_bench_PointMass-v0" / "r" / f"seed_{s}" / "run.json"
+             for s in (0, 1)]
+    parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not all(m.exists() for m in metas) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(m.exists() for m in metas), "the runs did not start"
+    children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
+                              text=True).stdout.split()
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    alive = children
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [p for p in children if os.path.exists(f"/proc/{p}") and
+                 "Z" not in open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
+    assert not alive, f"workers outlived their parent: {alive}"
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "busy" not in res.stdout
+    assert all(json.loads(m.read_text())["status"] == "complete" for m in metas)

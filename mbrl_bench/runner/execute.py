@@ -256,6 +256,21 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     return finish("complete")
 
 
+def _die_with_parent(parent: int) -> None:
+    """Make a local worker die when the process that started it dies, even by ``kill -9``
+    (Linux ``PR_SET_PDEATHSIG``): no orphan keeps training or holding a run's lock."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: workers end when their parent's pipe closes
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _worker(spec: RunSpec, out: Path, threads: int) -> Outcome:
     import torch
 
@@ -282,7 +297,8 @@ def run_all(
         return [execute_run(s, out, progress) for s in specs]
     ctx = multiprocessing.get_context("spawn")
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_worker, s, out, threads) for s in specs]
         for f in as_completed(futures):
             outcomes.append(f.result())
