@@ -137,6 +137,15 @@ def test_a_corrupt_run_json_is_one_line_saying_what_to_do(tmp_path: Path) -> Non
     assert "move" in res.output and "Traceback" not in res.output
 
 
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.split(")")[-1].split()[0] != "Z"
+
+
 def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path) -> None:
     """`--workers 2`, then `kill -9` of `bench run`: the workers die with it (no orphan holds a
     run's lock), and the same command afterwards resumes and completes both runs."""
@@ -171,8 +180,7 @@ def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path)
     alive = children
     while alive and time.time() < deadline:
         time.sleep(0.2)
-        alive = [p for p in children if os.path.exists(f"/proc/{p}") and
-                 "Z" not in open(f"/proc/{p}/stat").read().split(")")[-1].split()[0]]
+        alive = [p for p in children if _running(p)]
     assert not alive, f"workers outlived their parent: {alive}"
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
