@@ -337,6 +337,8 @@ def diagnostics(
             name = f"diagnostics_{suite}_{env}_{algo}.png".replace("/", "_")
             written.append(plot_metrics(group, cols, (out or results_dir) / name,
                                         f"{algo} on {env} ({suite})"))
+    if not written:
+        _fail(f"no model refit has logged diagnostics yet in the runs under {results_dir}")
     for path in written:
         typer.echo(f"written: {path}")
 

@@ -23,3 +23,7 @@ class UnsupportedEnvError(ValueError):
 
 class NonFiniteError(FloatingPointError):
     """A loss, prediction or return became NaN or infinite; the run stops and is marked failed."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A run's checkpoint exists but cannot be loaded; the message says what to do."""

@@ -186,3 +186,33 @@ def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "busy" not in res.stdout
     assert all(json.loads(m.read_text())["status"] == "complete" for m in metas)
+
+
+def test_a_corrupt_checkpoint_fails_the_run_saying_what_to_do(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 20\neval_every = 10\neval_episodes = 1\ninitial_random_steps = 20\n')
+    args = ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac", "--out",
+            str(tmp_path / "out")]
+    run_dir = tmp_path / "out" / "s" / "mbrl_bench_PointMass-v0" / "sac" / "seed_0"
+    assert runner.invoke(app, args).exit_code == 0
+    meta = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+    (run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1 and "delete it to restart this run" in res.output, res.output
+    (run_dir / "checkpoint.pt").unlink()
+    assert runner.invoke(app, args).exit_code == 0
+
+
+def test_diagnostics_with_nothing_to_plot_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+        'budget = 20\neval_every = 10\neval_episodes = 1\ninitial_random_steps = 20\n')
+    args = ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "mbpo", "--out",
+            str(tmp_path / "out")]
+    assert runner.invoke(app, args).exit_code == 0  # budget inside the random phase: no refit
+    res = runner.invoke(app, ["diagnostics", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "error:" in res.output, res.output

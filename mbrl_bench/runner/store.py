@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import mbrl_bench
-from mbrl_bench.errors import ConfigError
+from mbrl_bench.errors import ConfigError, CorruptCheckpointError
 
 EVAL_COLUMNS = ("env_step", "episodes", "return_mean", "return_std", "return_min", "return_max",
                 "wall_clock_s", "model_return_mean")
@@ -196,4 +196,9 @@ class RunStore:
         path = self.dir / CHECKPOINT_FILE
         if not path.exists():
             return None
-        return dict(torch.load(path, weights_only=True))
+        try:
+            return dict(torch.load(path, weights_only=True))
+        except Exception as e:  # truncated or foreign file: say what to do, every time
+            raise CorruptCheckpointError(
+                f"{path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); delete it to "
+                "restart this run from scratch, or restore it from a backup") from e
