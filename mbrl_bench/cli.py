@@ -343,6 +343,28 @@ def diagnostics(
         typer.echo(f"written: {path}")
 
 
+@app.command()
+def status(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+) -> None:
+    """Where each run under RESULTS_DIR stands: complete, running (a live process holds its
+    lock), died (marked running, but no process holds it: rerun the suite to resume it),
+    interrupted, or failed with its error; and its last env step with a row."""
+    from mbrl_bench.runner.store import RUN_FILE, run_status
+
+    found = sorted(p.parent for p in results_dir.rglob(RUN_FILE))
+    if not found:
+        _fail(f"no runs under {results_dir} (no run.json in any subfolder)")
+    counts: dict[str, int] = {}
+    for run_dir in found:
+        st = run_status(run_dir)
+        counts[st.status] = counts.get(st.status, 0) + 1
+        step = "-" if st.env_step is None else str(st.env_step)
+        typer.echo(f"{st.status:<12} {step:>8}  {run_dir.relative_to(results_dir)}"
+                   + (f"  {st.error}" if st.error else ""))
+    typer.echo("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("MUJOCO_GL", "egl")
     sys.exit(app())

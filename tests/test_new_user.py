@@ -216,3 +216,29 @@ def test_diagnostics_with_nothing_to_plot_is_an_error(tmp_path: Path) -> None:
     assert runner.invoke(app, args).exit_code == 0  # budget inside the random phase: no refit
     res = runner.invoke(app, ["diagnostics", str(tmp_path / "out")])
     assert res.exit_code == 2 and "error:" in res.output, res.output
+
+
+def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> None:
+    import fcntl
+    import json
+
+    out = tmp_path / "out"
+    for name, status, error in (("a", "complete", None), ("b", "failed", "NonFiniteError: x\n.."),
+                                ("c", "running", None), ("d", "running", None)):
+        d = out / "s" / "env" / name / "seed_0"
+        d.mkdir(parents=True)
+        (d / "run.json").write_text(json.dumps({"status": status, "error": error}))
+        (d / "evals.csv").write_text("env_step,return_mean\n100,1.0\n200,2.0\n")
+        (d / ".lock").touch()
+    with (out / "s" / "env" / "d" / "seed_0" / ".lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live process running run d
+        res = runner.invoke(app, ["status", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[-1] if "Error" not in line else line.split()[2]: line.split()[:2]
+             for line in res.output.splitlines() if line.startswith(("complete", "failed",
+                                                                      "died", "running"))}
+    assert lines == {"s/env/a/seed_0": ["complete", "200"], "s/env/b/seed_0": ["failed", "200"],
+                     "s/env/c/seed_0": ["died", "200"], "s/env/d/seed_0": ["running", "200"]}
+    assert "NonFiniteError: x" in res.output and "total: 1 complete, 1 died, 1 failed, " \
+        "1 running" in res.output
+    assert runner.invoke(app, ["status", str(tmp_path / "empty")]).exit_code == 2

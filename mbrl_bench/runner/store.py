@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -202,3 +203,48 @@ class RunStore:
             raise CorruptCheckpointError(
                 f"{path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); delete it to "
                 "restart this run from scratch, or restore it from a backup") from e
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """Where one run stands (``bench status``)."""
+
+    run_dir: Path
+    status: str
+    """complete, failed, interrupted, running (a live process holds the run's lock), or died
+    (run.json says running but no process holds the lock: rerun to resume it)."""
+    env_step: int | None
+    """The last env step with a row in evals.csv or metrics.csv (None: no row yet)."""
+    error: str | None = None
+
+
+def run_status(run_dir: Path) -> RunStatus:
+    """The status of the run in ``run_dir`` (which holds a ``run.json``)."""
+    store = RunStore(run_dir)
+    try:
+        meta = store.read_meta() or {}
+    except ConfigError as e:
+        return RunStatus(run_dir, "unreadable", None, e.detail)
+    steps = [int(float(r["env_step"])) for name in (EVALS_FILE, METRICS_FILE)
+             for r in store.read_rows(name)[-1:] if r.get("env_step")]
+    status = str(meta.get("status", "unknown"))
+    if status == "running" and not _lock_held(run_dir / LOCK_FILE):
+        status = "died"
+    error = meta.get("error")
+    return RunStatus(run_dir, status, max(steps) if steps else None,
+                     str(error).splitlines()[0] if error else None)
+
+
+def _lock_held(path: Path) -> bool:
+    """Whether a live process holds the run's lock (``execute_run`` takes it with flock)."""
+    import fcntl
+
+    if not path.exists():
+        return False
+    with path.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
