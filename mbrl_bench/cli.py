@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,11 +46,15 @@ def _writable_folder(path: Path, option: str) -> None:
         _fail(f"{option} {path}: is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".bench-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bench-write-test-"):
+            pass
     except OSError as e:
         _fail(f"{option} {path}: cannot write there ({e.strerror or e})")
+
+
+def _existing_folder(path: Path) -> None:
+    if not path.is_dir():
+        _fail(f"{path}: no such folder of runs")
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -106,7 +111,6 @@ def run(
         raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
     if algos is not None and not algos.replace(",", "").strip():
         raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
-    _writable_folder(out, "--out")
     try:
         s = load_suite(suite, tuple(suites_dir or ()))
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
@@ -115,6 +119,7 @@ def run(
         sets = [parse_set(o) for o in set_ or ()]
         specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()),
                        sets=sets)
+        _writable_folder(out, "--out")
         for line in random_phase_warnings(specs):
             typer.secho(f"warning: {line}", fg=typer.colors.YELLOW, err=True)
         swept = "".join(f", {k} in {list(v)}" for k, v in sets)
@@ -236,6 +241,7 @@ def table(
                                  ) from None
     if chosen is not None and min(chosen) <= 0:
         raise typer.BadParameter("--budgets: budgets must be positive")
+    _existing_folder(results_dir)
     _writable_folder(out or results_dir, "--out")
     try:
         t = write_table(results_dir, out, chosen)
@@ -268,6 +274,7 @@ def plot(
     """Learning curves: mean evaluation return over seeds with a 95% bootstrap band."""
     from mbrl_bench.reporting.plots import plot_curves
 
+    _existing_folder(results_dir)
     target = out or results_dir
     if target.suffix.lower() != ".png":
         _writable_folder(target, "--out")

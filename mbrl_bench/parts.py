@@ -51,7 +51,7 @@ class LoopDef:
     """Whether a recipe of this loop with a model, rollout or planner needs the environment's
     termination function (a tabular model learns terminations from data instead)."""
     check_env: Callable[[Any, Any], None] | None = None
-    """``(loop config, env)``: raises if the env lacks something this loop's settings need
+    """``(recipe, env)``: raises if the env lacks something the recipe's settings need
     (called before any run starts)."""
     check_parts: Callable[[Recipe], None] | None = None
     """Raises :class:`ConfigError` if the recipe's part settings do not fit together."""
@@ -110,10 +110,11 @@ NEURAL_MODELS = ("pe", "deterministic")
 """The models the continuous-control loops can use (not the tabular one)."""
 
 
-def check_mpc_env(cfg: Any, env: Any) -> None:
-    """Raise :class:`~mbrl_bench.errors.UnsupportedEnvError` if the MPC loop's settings want a
-    known reward that ``env`` does not have."""
-    if cfg.known_reward:
+def check_known_reward(recipe: Recipe, env: Any) -> None:
+    """Raise :class:`~mbrl_bench.errors.UnsupportedEnvError` if the recipe's loop (MPC) or
+    rollout scheme (MBPO) wants a known reward that ``env`` does not have."""
+    wants = [p for p in recipe.parts if getattr(p.config, "known_reward", False)]
+    if wants:
         from mbrl_bench.envs.rewards import reward_fn_for
 
         reward_fn_for(env)
@@ -147,13 +148,13 @@ def _register_all() -> None:
         LoopDef("box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),),
                 accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS)),
-                check_parts=_check_value_expansion),
+                check_parts=_check_value_expansion, check_env=check_known_reward),
     )
     LOOPS.add(
         "mpc",
         "MPC loop (PETS): random trial, fit the model, plan every step with trajectory sampling",
         MPCLoopConfig,
-        LoopDef("box", required=("model", "planner"), check_env=check_mpc_env,
+        LoopDef("box", required=("model", "planner"), check_env=check_known_reward,
                 accepts=(("model", NEURAL_MODELS),)),
     )
     MODELS.add(

@@ -406,7 +406,9 @@ def resolve_recipe(
     LOOPS.get(recipe.parts[0].name).factory.check_recipe(recipe)
     if not settings:
         return recipe, r.sources
-    return _apply_settings(recipe, r.data, r.sources, settings)
+    recipe, sources = _apply_settings(recipe, r.data, r.sources, settings)
+    LOOPS.get(recipe.parts[0].name).factory.check_recipe(recipe)  # settings fit together too
+    return recipe, sources
 
 
 def _apply_settings(

@@ -201,3 +201,33 @@ def test_trajectory_returns_under_every_propagation(propagation: str) -> None:
         assert bool(((ret >= 10 * 5) & (ret <= 30 * 5)).all())
     else:
         assert bool(((ret >= 0) & (ret <= 30 * 5)).all()) and ret.unique().numel() > 1
+
+
+def test_a_set_that_breaks_the_loop_contract_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"optimizer\.value_expansion: needs a model"):
+        load_recipe("sac", settings=(("optimizer.value_expansion", 1),))
+
+
+def test_targets_stay_one_step_until_the_model_is_fitted() -> None:
+    sac, b = make_sac(2), batch()
+    ready = [False]
+    sac.model_ready = lambda: ready[0]
+    a1, logp1 = sac.actor.sample(b.next_obs, torch.Generator().manual_seed(5))
+    alpha = torch.tensor(0.3)
+    plain = make_sac(0).td_target(b, a1, logp1, alpha)
+    torch.testing.assert_close(sac.td_target(b, a1, logp1, alpha), plain, rtol=0, atol=0)
+    ready[0] = True
+    assert not torch.allclose(sac.td_target(b, a1, logp1, alpha), plain)
+
+
+def test_the_bounds_discount_is_the_optimizers_unless_set() -> None:
+    from mbrl_bench.runner.compose import compose
+    from mbrl_bench.runner.spec import RunSpec
+    from mbrl_bench.spec import EnvEntry
+
+    entry = EnvEntry(id="mbrl_bench/PointMass-v0", budget=10, eval_every=10)
+    for settings, want in (((("optimizer.gamma", 0.9),), 0.9),
+                           ((("optimizer.gamma", 0.9), ("rollout.gamma", 0.95)), 0.95)):
+        recipe = load_recipe("mbpo", settings=settings)
+        c = compose(RunSpec("t", entry, "mbpo", 0, recipe))
+        assert c.model_phase.gamma == want

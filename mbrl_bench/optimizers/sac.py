@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -200,18 +201,20 @@ class SAC:
     """SAC policy optimizer: ``update(batch)`` is one step of critic, actor and temperature.
 
     ``model_env``: the model the critic's targets are expanded through when
-    ``config.value_expansion > 0`` (required then, unused otherwise).
+    ``config.value_expansion > 0`` (required then, unused otherwise); ``model_ready``: whether
+    that model has been fitted (until it is, targets are the ordinary one-step ones).
     """
 
     def __init__(
         self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any, config: SACConfig,
         generator: torch.Generator, model_env: Dynamics | None = None,
+        model_ready: Callable[[], bool] | None = None,
     ) -> None:
         if config.value_expansion > 0 and model_env is None:
             raise ValueError("optimizer.value_expansion: needs a model (a recipe with a model)")
         self.config = config
         self.generator = generator
-        self.model_env = model_env
+        self.model_env, self.model_ready = model_env, model_ready
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
         self.actor = SquashedGaussianActor(obs_dim, act_dim, config.hidden_sizes, low, high,
@@ -287,7 +290,8 @@ class SAC:
         batch, model ones after). At H = 0 it is the ordinary target.
         """
         with torch.no_grad():
-            if self.config.value_expansion == 0:
+            if self.config.value_expansion == 0 or (self.model_ready is not None
+                                                     and not self.model_ready()):
                 q_next = self.target_critic(batch.next_obs, next_act).min(0).values
                 v_next = q_next - alpha * next_logp
                 return batch.rew + self.config.gamma * (1.0 - batch.terminated) * v_next

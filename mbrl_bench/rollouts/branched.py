@@ -96,8 +96,8 @@ class BranchedRolloutConfig:
     known_reward: bool = False
     """Roll out with the task's known reward function instead of the model's predicted reward
     (needs one registered for the task)."""
-    gamma: float = 0.99
-    """Discount of the MBPO bounds in the diagnostics (the policy optimizer's γ in MBPO)."""
+    gamma: float | None = None
+    """Discount of the MBPO bounds in the diagnostics; omitted = the policy optimizer's γ."""
 
     def __post_init__(self) -> None:
         check(self.model_train_freq > 0, "model_train_freq", "a positive integer")
@@ -114,7 +114,7 @@ class BranchedRolloutConfig:
         check(self.retain_epochs > 0, "retain_epochs", "a positive integer")
         check(0.0 <= self.real_ratio <= 1.0, "real_ratio", "a fraction in [0, 1]")
         check(self.compounding_horizon >= 1, "compounding_horizon", "a positive integer")
-        check(0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
+        check(self.gamma is None or 0 < self.gamma <= 1, "gamma", "a number in (0, 1]")
 
 
 def branched_rollout(
@@ -181,7 +181,8 @@ class BranchedModelData:
         ``reward_fn``: the task's known reward (None: the model's predicted reward)."""
         self.model, self.config, self.start_step = model, config, start_step
         self.trainer = ModelTrainer(model)
-        self.gamma, self.generator = config.gamma, generator
+        self.gamma = 0.99 if config.gamma is None else config.gamma
+        self.generator = generator
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.termination_fn, self.reward_fn = termination_fn, reward_fn
         self.model_env = ModelEnv(model, termination_fn, reward_fn,

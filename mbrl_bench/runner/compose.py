@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -65,16 +66,21 @@ def compose(spec: RunSpec) -> Components:
         net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
         termination_fn = termination_fn_for(env)
         reward_fn = reward_fn_for(env) if rollout.config.known_reward else None
+        rollout_cfg = rollout.config
+        if rollout_cfg.gamma is None and opt is not None:  # the bounds use the optimizer's γ
+            rollout_cfg = replace(rollout_cfg, gamma=opt.config.gamma)
         c.model_phase = ROLLOUTS.get(rollout.name).factory(
-            net, termination_fn, rollout.config, obs_dim, act_dim,
+            net, termination_fn, rollout_cfg, obs_dim, act_dim,
             start_step=loop_part.config.initial_random_steps, generator=torch_gen,
             reward_fn=reward_fn)
         if opt is not None and getattr(opt.config, "value_expansion", 0) > 0:
             model_env = ModelEnv(net, termination_fn, reward_fn,
                                  propagation=rollout.config.propagation, generator=torch_gen)
     if opt is not None:
+        phase = c.model_phase
         c.optimizer = OPTIMIZERS.get(opt.name).factory(
-            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env)
+            obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env,
+            model_ready=(lambda: phase.fitted_step > 0) if model_env is not None else None)
     planner = recipe.part("planner")
     if model is not None and planner is not None:
         cfg = loop_part.config

@@ -191,7 +191,7 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
                 if needs_term:
                     termination_fn_for(env)
                 if loop.check_env is not None:
-                    loop.check_env(spec.recipe.config("loop"), env)
+                    loop.check_env(spec.recipe, env)
             finally:
                 env.close()
         meta = RunStore(spec.run_dir(out)).read_meta()
