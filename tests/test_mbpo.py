@@ -191,6 +191,7 @@ def test_mbpo_recipe_has_the_papers_per_task_settings() -> None:
     humanoid = load_recipe("mbpo", "Humanoid-v5")
     assert humanoid.config("model").hidden_size == 400
     assert humanoid.config("rollout").retain_epochs == 5
+    assert humanoid.config("rollout").model_train_freq == 1000  # official: every 1,000 steps
     pend = load_recipe("mbpo", "InvertedPendulum-v5")
     assert pend.config("rollout").epoch_length == 250
     assert pend.config("loop").initial_random_steps == 500
