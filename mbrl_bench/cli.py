@@ -94,6 +94,10 @@ def run(
     threads: Annotated[int | None, typer.Option(
         help="Torch threads per run (default: $OMP_NUM_THREADS, else cores / workers).")] = None,
     set_: SetOptions = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Rerun runs that failed before (from their last checkpoint, or "
+        "from scratch without one); by default they are reported and left as they are.")
+    ] = False,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
@@ -125,7 +129,8 @@ def run(
         swept = "".join(f", {k} in {list(v)}" for k, v in sets)
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")
-        outcomes = run_all(specs, out, workers, executor, threads)  # type: ignore[arg-type]
+        outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
+                           retry_failed=retry_failed)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return

@@ -204,7 +204,8 @@ def test_a_corrupt_checkpoint_fails_the_run_saying_what_to_do(tmp_path: Path) ->
     res = runner.invoke(app, args)
     assert res.exit_code == 1 and "delete it to restart this run" in res.output, res.output
     (run_dir / "checkpoint.pt").unlink()
-    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, args).exit_code == 1  # a failed run is left as it is...
+    assert runner.invoke(app, [*args, "--retry-failed"]).exit_code == 0  # ...unless asked
 
 
 def test_diagnostics_with_nothing_to_plot_is_an_error(tmp_path: Path) -> None:

@@ -147,6 +147,13 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(
     assert [o.status for o in outcomes] == ["complete", "failed", "complete"]
     meta = json.loads((run_dir(files / "out", 1) / "run.json").read_text())
     assert meta["status"] == "failed" and "model loss became NaN" in meta["error"]
+    # a rerun leaves the failed run as it is unless asked (its failure would repeat)
+    monkeypatch.setattr(compose_mod, "compose", real_compose)
+    again = run_all(specs, files / "out", progress=lambda s: None)
+    assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+    assert json.loads((run_dir(files / "out", 1) / "run.json").read_text())["attempts"] == 1
+    retried = run_all(specs, files / "out", progress=lambda s: None, retry_failed=True)
+    assert [o.status for o in retried] == ["skipped", "complete", "skipped"]
 
 
 def test_a_folder_with_another_configuration_is_refused_before_running(files: Path) -> None:

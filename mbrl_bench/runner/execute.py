@@ -203,7 +203,8 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
                 "remove the folder")
 
 
-def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print) -> Outcome:
+def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print,
+                retry_failed: bool = False) -> Outcome:
     """Run (or resume, or skip) one run, recording its status and any error in ``run.json``."""
     store = RunStore(spec.run_dir(out))
     store.dir.mkdir(parents=True, exist_ok=True)
@@ -213,10 +214,11 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
         except BlockingIOError:
             progress(f"{spec.run_id}: running in another process; skipped here")
             return Outcome(spec.run_id, "busy")
-        return _execute_locked(spec, store, progress)
+        return _execute_locked(spec, store, progress, retry_failed)
 
 
-def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None]) -> Outcome:
+def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None],
+                    retry_failed: bool = False) -> Outcome:
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
@@ -226,6 +228,11 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
                        f"configuration ({meta.get('config_hash')} != {spec.config_hash})")
     if meta is not None and meta.get("status") == "complete":
         return Outcome(spec.run_id, "skipped")
+    if meta is not None and meta.get("status") == "failed" and not retry_failed:
+        # a failure (NaN, an exception) is usually deterministic: rerun only when asked
+        progress(f"{spec.run_id}: failed before; not rerun (--retry-failed resumes it from its "
+                 "last checkpoint, or from scratch without one)")
+        return Outcome(spec.run_id, "failed", meta.get("error"))
     if meta is None or not (store.dir / CHECKPOINT_FILE).exists():
         store.reset_files()
     started = time.perf_counter()
@@ -271,16 +278,18 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _worker(spec: RunSpec, out: Path, threads: int) -> Outcome:
+def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False) -> Outcome:
     import torch
 
     torch.set_num_threads(threads)
-    return execute_run(spec, out, progress=lambda s: print(s, flush=True))
+    return execute_run(spec, out, progress=lambda s: print(s, flush=True),
+                       retry_failed=retry_failed)
 
 
 def run_all(
     specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
     threads: int | None = None, progress: Callable[[str], None] = print,
+    retry_failed: bool = False,
 ) -> list[Outcome]:
     """Execute ``specs``; a failed run is recorded and the others go on."""
     preflight(specs, out)
@@ -289,24 +298,25 @@ def run_all(
     env_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     threads = threads or env_threads or max(1, cores // max(workers, 1))
     if executor == "ray":
-        return _run_ray(specs, out, threads)
+        return _run_ray(specs, out, threads, retry_failed)
     if workers <= 1:
         import torch
 
         torch.set_num_threads(threads)
-        return [execute_run(s, out, progress) for s in specs]
+        return [execute_run(s, out, progress, retry_failed) for s in specs]
     ctx = multiprocessing.get_context("spawn")
     outcomes = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_worker, s, out, threads) for s in specs]
+        futures = [pool.submit(_worker, s, out, threads, retry_failed) for s in specs]
         for f in as_completed(futures):
             outcomes.append(f.result())
     order = {s.run_id: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.run_id])
 
 
-def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int) -> list[Outcome]:
+def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bool
+             ) -> list[Outcome]:
     try:
         import ray
     except ImportError as e:
@@ -314,4 +324,4 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int) -> list[Outcome]
                           "'mbrl-bench[ray]' (and start or join a cluster)") from e
     ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
     remote = ray.remote(num_cpus=threads)(_worker)
-    return list(ray.get([remote.remote(s, out, threads) for s in specs]))
+    return list(ray.get([remote.remote(s, out, threads, retry_failed) for s in specs]))

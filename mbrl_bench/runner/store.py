@@ -202,7 +202,8 @@ class RunStore:
         except Exception as e:  # truncated or foreign file: say what to do, every time
             raise CorruptCheckpointError(
                 f"{path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); delete it to "
-                "restart this run from scratch, or restore it from a backup") from e
+                "restart this run from scratch (bench run --retry-failed), or restore it from "
+                "a backup") from e
 
 
 @dataclass(frozen=True)
