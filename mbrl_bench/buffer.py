@@ -141,3 +141,20 @@ class ReplayBuffer:
             raise ValueError("checkpoint buffer does not match this buffer's capacity or layout")
         self.data[: state["size"]] = state["data"]
         self.size, self.pos = state["size"], state["pos"]
+
+
+class Trajectories(NamedTuple):
+    """Transitions of whole trajectories, each trajectory's steps consecutive and in time order
+    (what an on-policy optimizer such as TRPO learns from). Shapes: obs ``M x O``, act ``M x A``
+    (the action the policy sampled, before any clipping to the env's bounds), rew ``M``,
+    next_obs ``M x O``, terminated ``M`` (float 0/1: the next state is terminal, no bootstrap),
+    ended ``M`` (float 0/1: the trajectory ends after this step, by termination, time limit or
+    the end of the batch; a non-terminal end bootstraps from ``next_obs``).
+    """
+
+    obs: torch.Tensor
+    act: torch.Tensor
+    rew: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    ended: torch.Tensor

@@ -88,6 +88,14 @@ def _check_value_expansion(recipe: Recipe) -> None:
                           "needs a model: a recipe with a [model] and a [rollout]")
 
 
+def _check_stage_parts(recipe: Recipe) -> None:
+    """An off-policy optimizer in the stage loop learns from model rollouts only."""
+    opt = recipe.part("optimizer")
+    if opt is not None and opt.name == "sac" and recipe.part("model") is None:
+        raise ConfigError(recipe.source, "optimizer.name", "'sac' in the 'stages' loop needs a "
+                          "[model] and a [rollout] (model-free SAC is the 'policy' loop)")
+
+
 OptimizerFactory = Callable[..., Any]
 
 LOOPS: Registry[LoopDef] = Registry("loop")
@@ -123,10 +131,16 @@ def check_known_reward(recipe: Recipe, env: Any) -> None:
 def _register_all() -> None:
     from dataclasses import replace
 
-    from mbrl_bench.loops.configs import MPCLoopConfig, PolicyLoopConfig, TabularLoopConfig
+    from mbrl_bench.loops.configs import (
+        MPCLoopConfig,
+        PolicyLoopConfig,
+        StageLoopConfig,
+        TabularLoopConfig,
+    )
     from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
     from mbrl_bench.models.tabular import TabularModel, TabularModelConfig
     from mbrl_bench.optimizers.q_learning import QLearning, QLearningConfig
+    from mbrl_bench.optimizers.trpo import TRPO, TRPOConfig
     from mbrl_bench.planners.sampling import (
         CEM,
         MPPI,
@@ -136,6 +150,7 @@ def _register_all() -> None:
         RandomShootingConfig,
     )
     from mbrl_bench.rollouts.branched import BranchedModelData, BranchedRolloutConfig
+    from mbrl_bench.rollouts.full_horizon import FullHorizonConfig, FullHorizonRollouts
 
     OPTIMIZERS.add(
         "sac", "Soft actor-critic: twin Q, target nets, automatic entropy, update-to-data ratio",
@@ -147,8 +162,29 @@ def _register_all() -> None:
         PolicyLoopConfig,
         LoopDef("box", required=("optimizer",), optional=("model", "rollout"),
                 together=(("model", "rollout"),),
-                accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS)),
+                accepts=(("optimizer", ("sac",)), ("model", NEURAL_MODELS),
+                         ("rollout", ("branched",))),
                 check_parts=_check_value_expansion, check_env=check_known_reward),
+    )
+    LOOPS.add(
+        "stages",
+        "Stage loop (SLBO, ME-TRPO, TRPO): collect a stage, then alternate model fits and policy "
+        "iterations on full-horizon model rollouts (or one update on the real stage)",
+        StageLoopConfig,
+        LoopDef("box", required=("optimizer",), optional=("model", "rollout"),
+                together=(("model", "rollout"),),
+                accepts=(("optimizer", ("trpo", "sac")), ("model", NEURAL_MODELS),
+                         ("rollout", ("full_horizon",))),
+                check_parts=_check_stage_parts, check_env=check_known_reward),
+    )
+    OPTIMIZERS.add(
+        "trpo", "TRPO: Gaussian MLP policy, GAE(λ) value baseline, natural gradient by conjugate "
+        "gradient, KL-limited backtracking line search", TRPOConfig, TRPO,
+    )
+    ROLLOUTS.add(
+        "full_horizon", "SLBO's full-horizon model rollouts of the stochastic policy from real "
+        "initial states (or buffer states), stopping at predicted termination",
+        FullHorizonConfig, FullHorizonRollouts,
     )
     LOOPS.add(
         "mpc",

@@ -32,7 +32,7 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 
 TIME_COLUMNS = frozenset({
     "wall_clock_s", "steps_per_s", "env_s", "model_s", "update_s", "model_fit_s", "rollout_s",
-    "plan_s_per_step",
+    "plan_s_per_step", "policy_s",
 })
 """Columns that measure time: never compared."""
 
@@ -46,6 +46,12 @@ SHRINK: dict[tuple[str, str], dict[str, object]] = {
                       "weight_decays": [1e-5, 1e-5, 1e-5], "batch_size": 32, "max_epochs": 5},
     ("rollout", "branched"): {"model_train_freq": 50, "rollout_batch_size": 200,
                               "epoch_length": 50},
+    ("loop", "stages"): {"steps_per_stage": 100, "iterations_per_stage": 2,
+                         "policy_iterations": 2, "offpolicy_updates": 5,
+                         "model_buffer_iterations": 2, "log_every": 50},
+    ("optimizer", "trpo"): {"policy_hidden_sizes": [16], "value_hidden_sizes": [16],
+                            "vf_iters": 2},
+    ("rollout", "full_horizon"): {"horizon": 20, "rollout_steps": 100},
     ("planner", "cem"): {"population_size": 24, "iterations": 2},
     ("planner", "mppi"): {"population_size": 24, "iterations": 2},
     ("planner", "random_shooting"): {"population_size": 24},

@@ -18,14 +18,15 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     out = tmp_path / "results"
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "5 complete" in res.output
+    assert "11 complete" in res.output
     assert "DynaMaze × sac" in res.output  # mixed suite: pairs whose spaces differ are skipped
     res = runner.invoke(app, ["table", str(out)])
     assert res.exit_code == 0, res.output
     with (out / "table.csv").open() as f:
         table = list(csv.DictReader(f))
     got = {(r["env"], r["algo"], int(r["budget"])) for r in table}
-    assert got == {(env, algo, b) for algo in ("sac", "mbpo") for env, b in (
+    assert got == {(env, algo, b) for algo in ("sac", "mbpo", "slbo", "metrpo", "trpo")
+                   for env, b in (
         ("mbrl_bench_PointMass-v0", 150), ("mbrl_bench_PointMass-v0", 300),
         ("Pendulum-v1", 150), ("Pendulum-v1", 300))} | {
         ("DynaMaze", "dyna-q", 1000), ("DynaMaze", "dyna-q", 2000)}
@@ -43,7 +44,7 @@ def test_smoke_suite_runs_and_table_reads_it(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--budgets" in res.output
     # running the same command again skips everything
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(out)])
-    assert "5 skipped" in res.output
+    assert "11 skipped" in res.output
 
 
 def test_run_options_select_envs_seeds_and_steps(tmp_path: Path) -> None:

@@ -35,8 +35,8 @@ from mbrl_bench.loops.scaffold import (
     RunRecord,
     Scaffold,
     eval_seeds,
+    evaluate,
     evaluation_row,
-    run_episode,
 )
 
 __all__ = [
@@ -90,17 +90,6 @@ UPDATE_KEYS = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean")
 PHASE_KEYS = ("env_s", "model_s", "update_s")
 """Seconds spent since the last metrics row acting and stepping the env, in the model phase
 (fits, rollouts, diagnostics) and in policy updates (evaluation is excluded)."""
-
-
-def evaluate(
-    agent: PolicyOptimizer, env: Any, episodes: int, seeds: list[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Returns of ``episodes`` episodes of the deterministic policy, each episode reset with its
-    seed, and the episodes' first observations (``episodes x O``)."""
-    runs = [run_episode(env, lambda o: agent.act(o, deterministic=True), s)
-            for s in seeds[:episodes]]
-    return (np.array([r for r, _, _ in runs]),
-            np.stack([np.asarray(o, dtype=np.float32) for _, _, o in runs]))
 
 
 @dataclass

@@ -81,6 +81,10 @@ class Components:
     """The trainer that fits ``model`` (the MPC loop's)."""
     controller: Any = None
     """The MPC loop's planning agent."""
+    rollout: Any = None
+    """The stage loop's full-horizon rollout scheme (model-based stage recipes)."""
+    model_buffer: Any = None
+    """The stage loop's buffer of model transitions for an off-policy optimizer."""
 
 
 def eval_seeds(run_seed: int, env_step: int, episodes: int) -> list[int]:
@@ -113,6 +117,17 @@ def run_episode(env: Any, act: Callable[[Any], Any], seed: int, max_steps: int |
         obs, r, term, trunc, _ = env.step(act(obs))
         ret, length, done = ret + float(r), length + 1, bool(term or trunc)
     return ret, length, first
+
+
+def evaluate(
+    agent: Any, env: Any, episodes: int, seeds: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns of ``episodes`` episodes of ``agent.act(obs, deterministic=True)``, each episode
+    reset with its seed, and the episodes' first observations (``episodes x O``)."""
+    runs = [run_episode(env, lambda o: agent.act(o, deterministic=True), s)
+            for s in seeds[:episodes]]
+    return (np.array([r for r, _, _ in runs]),
+            np.stack([np.asarray(o, dtype=np.float32) for _, _, o in runs]))
 
 
 class Scaffold:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -148,7 +148,8 @@ class ProbabilisticEnsembleConfig:
     reads the sizes, ``num_elites``, ``learn_logvar_bounds`` and ``deterministic``, the trainer
     the rest. Defaults are the official MBPO ones."""
 
-    added_later: ClassVar[tuple[str, ...]] = ("improve_from_initial",)
+    added_later: ClassVar[tuple[str, ...]] = (
+        "improve_from_initial", "activation", "loss", "multi_step", "grad_clip")
     """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     ensemble_size: int = 7
@@ -193,6 +194,20 @@ class ProbabilisticEnsembleConfig:
     """Coefficient of the regulariser ``sum(max_logvar) - sum(min_logvar)``."""
     deterministic: bool = False
     """Deterministic MLP ensemble trained with MSE; ``predict`` returns zero variance."""
+    activation: Literal["silu", "relu"] = "silu"
+    """Activation of the hidden layers (MBPO/PETS: SiLU, i.e. swish; SLBO: ReLU)."""
+    loss: Literal["auto", "mse", "l2"] = "auto"
+    """Training loss per step: ``auto`` = the Gaussian NLL (or the MSE for a deterministic
+    model); ``mse``; ``l2`` = SLBO's un-squared norm of the error of each row divided by each
+    target column's standard deviation in the training data,
+    ``sqrt(mean_d ((pred_d - y_d) / std_d)^2)`` (deterministic models only)."""
+    multi_step: int = 1
+    """H of the multi-step loss (SLBO: 2): each training unit is H consecutive real
+    transitions; step h > 1 starts from the model's own prediction of step h - 1 (from the real
+    state again where the data's episode ended) and the loss is the mean over the H steps.
+    1 = the ordinary one-step loss."""
+    grad_clip: float = 0.0
+    """Clip the global gradient norm of every step to this (SLBO: 2.0); 0 = no clipping."""
 
     def __post_init__(self) -> None:
         check(self.ensemble_size >= 1, "ensemble_size", "expected an integer >= 1")
@@ -216,7 +231,12 @@ class ProbabilisticEnsembleConfig:
             "expected finite numbers >= 0",
         )
         check(self.batch_size >= 1, "batch_size", "expected an integer >= 1")
-        check(0 < self.holdout_ratio < 1, "holdout_ratio", "expected a number in (0, 1)")
+        check(0 <= self.holdout_ratio < 1, "holdout_ratio", "expected a number in [0, 1) (0: "
+              "no holdout, no early stopping; then set max_steps or max_epochs)")
+        check(self.holdout_ratio > 0 or self.max_steps is not None or self.max_epochs is not None,
+              "holdout_ratio", "0 (no early stopping) needs max_steps or max_epochs to end a fit")
+        check(self.multi_step >= 1, "multi_step", "expected an integer >= 1 (1: one-step loss)")
+        check(self.grad_clip >= 0, "grad_clip", "expected a number >= 0 (0: no clipping)")
         check(self.max_holdout >= 1, "max_holdout", "expected an integer >= 1")
         check(self.patience >= 1, "patience", "expected an integer >= 1")
         check(
@@ -321,8 +341,9 @@ class ProbabilisticEnsemble(nn.Module):
         MSE); their :meth:`predict` reports variance 0.
         """
         h = self.normalizer(x)
+        act = F.relu if self.config.activation == "relu" else F.silu
         for layer in self.hidden:
-            h = F.silu(layer(h, members))
+            h = act(layer(h, members))
         out = self.head(h, members)
         if self.deterministic:
             return out, torch.zeros_like(out)

@@ -48,8 +48,15 @@ class ModelTrainer:
         if len(cfg.weight_decays) != len(model.linear_layers()):
             raise ValueError(f"weight_decays: expected {len(model.linear_layers())} values (one "
                              f"per linear layer of the model), got {len(cfg.weight_decays)}")
+        if cfg.loss == "l2" and not model.deterministic:
+            raise ValueError("model.loss: 'l2' is for a deterministic model (name = "
+                             "\"deterministic\"); a probabilistic one learns its variance "
+                             "with 'auto'")
         self.model = model
         self.config = cfg
+        self.target_std = torch.ones(model.out_dim, device=model.device)
+        """Per-column std of the targets of the last fit's training rows (the ``l2`` loss's
+        scale; 1 where a column is constant)."""
         self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad],
                                           cfg.lr)
 
@@ -57,10 +64,14 @@ class ModelTrainer:
     def member_loss(
         self, mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor:
-        """Per-member loss ``E`` from ``mean, logvar, target`` (each ``E x B x (O+1)``):
-        Gaussian NLL (no 1/2, no constant), or the MSE for a deterministic model."""
+        """Per-member loss ``E`` from ``mean, logvar, target`` (each ``E x B x (O+1)``), by
+        ``config.loss``: Gaussian NLL (no 1/2, no constant), or the MSE for a deterministic
+        model (``auto``); the MSE (``mse``); SLBO's un-squared scaled norm per row, averaged
+        over rows (``l2``)."""
         sq = (mean - target).square()
-        if self.model.deterministic:
+        if self.config.loss == "l2":
+            return ((sq / self.target_std.square()).mean(-1) + 1e-12).sqrt().mean(-1)
+        if self.model.deterministic or self.config.loss == "mse":
             return sq.mean(dim=(1, 2))
         return (sq * torch.exp(-logvar)).mean(dim=(1, 2)) + logvar.mean(dim=(1, 2))
 
@@ -84,6 +95,27 @@ class ModelTrainer:
         regulariser. The hook for another loss (e.g. a multi-step one)."""
         mean, logvar = self.model(x)
         return self.member_loss(mean, logvar, y).sum() + self.regulariser()
+
+    def multi_step_loss(self, x: torch.Tensor, y: torch.Tensor, cont: torch.Tensor,
+                        idx: torch.Tensor) -> torch.Tensor:
+        """Scalar H-step loss (``config.multi_step = H``) of the units starting at rows ``idx``
+        (``E x b``) of the time-ordered data ``x N x (O+A)``, ``y N x (O+1)``; ``cont`` (``N``)
+        is 1 where the row's episode continues into the next row. Step ``h`` feeds the model
+        its own predicted state (the real one again after an episode end) with the real action
+        ``h``; the per-member loss is the mean of the steps' :meth:`member_loss`. At H = 1 it
+        equals :meth:`loss` of those rows."""
+        model, horizon, od = self.model, self.config.multi_step, self.model.obs_dim
+        obs = x[idx][..., :od]
+        total = torch.zeros(model.ensemble_size, device=model.device)
+        for h in range(horizon):
+            rows = idx + h
+            xr = x[rows]
+            mean, logvar = model(torch.cat([obs, xr[..., od:]], dim=-1))
+            total = total + self.member_loss(mean, logvar, y[rows])
+            if h + 1 < horizon:
+                keep = cont[rows].unsqueeze(-1) > 0
+                obs = torch.where(keep, obs + mean[..., :od], x[rows + 1][..., :od])
+        return (total / horizon).sum() + self.regulariser()
 
     @torch.no_grad()
     def member_errors(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,8 +145,16 @@ class ModelTrainer:
         next_obs: torch.Tensor,
         reward: torch.Tensor,
         generator: torch.Generator,
+        ended: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Train on transitions ``obs N x O, act N x A, next_obs N x O, reward N``.
+
+        With ``config.multi_step = H > 1`` the rows must be in time order and ``ended`` (``N``,
+        1 where a row ends its episode by termination or time limit) says where trajectories
+        break; the training units are then the ``N - H + 1`` runs of H consecutive rows. With
+        ``holdout_ratio = 0`` nothing is held out: the fit runs until ``max_steps`` /
+        ``max_epochs``, no early stopping, all members stay elites and the holdout errors are
+        NaN.
 
         Warm-starts from the model's current weights and this trainer's Adam state, like the
         official code. All randomness (holdout split, per-member shuffles) comes from
@@ -127,61 +167,90 @@ class ModelTrainer:
         start = time.perf_counter()
         model, cfg = self.model, self.config
         x, y = model.inputs_targets(obs, act, next_obs, reward)
-        n = x.shape[0]
-        if n < 2:
-            raise ValueError(f"fit needs at least 2 transitions (1 held out), got {n}")
-        n_hold = max(1, min(int(n * cfg.holdout_ratio), cfg.max_holdout))
-        perm = torch.randperm(n, generator=generator, device=generator.device).to(model.device)
-        x_hold, y_hold = x[perm[:n_hold]], y[perm[:n_hold]]
-        x_train, y_train = x[perm[n_hold:]], y[perm[n_hold:]]
-        model.normalizer.fit(x_train)
+        cont, n_units = self._units(x.shape[0], ended)
+        n_hold = (max(1, min(int(n_units * cfg.holdout_ratio), cfg.max_holdout))
+                  if cfg.holdout_ratio > 0 else 0)
+        perm = torch.randperm(n_units, generator=generator, device=generator.device).to(
+            model.device)
+        hold, train = perm[:n_hold], perm[n_hold:]
+        x_hold, y_hold = x[hold], y[hold]
+        model.normalizer.fit(x[train])
+        if cfg.loss == "l2":
+            std = y[train].std(dim=0, unbiased=False)
+            self.target_std = torch.where(std < 1e-6, torch.ones_like(std), std)
 
-        stopper = _EarlyStopping(model, cfg, self.member_errors(x_hold, y_hold)[0]
-                                 if cfg.improve_from_initial else None)
+        stopper = None
+        if n_hold:
+            stopper = _EarlyStopping(model, cfg, self.member_errors(x_hold, y_hold)[0]
+                                     if cfg.improve_from_initial else None)
         epochs = steps = 0
         train_loss = float("nan")
         while True:
-            train_loss, steps = self._epoch(x_train, y_train, generator, steps)
+            train_loss, steps = self._epoch(x, y, cont, train, generator, steps)
             epochs += 1
             if not math.isfinite(train_loss):
                 raise NonFiniteError(f"model training loss became {train_loss} in epoch {epochs}")
-            mse, _ = self.member_errors(x_hold, y_hold)
-            if not bool(torch.isfinite(mse).all()):
-                raise NonFiniteError(f"model holdout MSE became {mse.tolist()} in epoch {epochs}")
-            stopper.update(mse)
-            if stopper.patience_over() or self._cap_reached(epochs, steps, start):
+            if stopper is not None:
+                mse, _ = self.member_errors(x_hold, y_hold)
+                if not bool(torch.isfinite(mse).all()):
+                    raise NonFiniteError(
+                        f"model holdout MSE became {mse.tolist()} in epoch {epochs}")
+                stopper.update(mse)
+                if stopper.patience_over():
+                    break
+            if self._cap_reached(epochs, steps, start):
                 break
 
-        stopper.restore_best()
-        mse, nll = self.member_errors(x_hold, y_hold)
-        elites = torch.argsort(mse)[: model.num_elites]
-        model.elite_idx.copy_(elites)
-        model.member_holdout_mse.copy_(mse)
-        return {
-            "epochs": float(epochs),
-            "steps": float(steps),
-            "train_loss": train_loss,
-            "holdout_mse": float(mse[elites].mean()),
-            "holdout_nll": float(nll[elites].mean()),
-            "seconds": time.perf_counter() - start,
-        }
+        out = {"epochs": float(epochs), "steps": float(steps), "train_loss": train_loss,
+               "holdout_mse": math.nan, "holdout_nll": math.nan}
+        if stopper is not None:
+            stopper.restore_best()
+            mse, nll = self.member_errors(x_hold, y_hold)
+            elites = torch.argsort(mse)[: model.num_elites]
+            model.elite_idx.copy_(elites)
+            model.member_holdout_mse.copy_(mse)
+            out.update(holdout_mse=float(mse[elites].mean()),
+                       holdout_nll=float(nll[elites].mean()))
+        return {**out, "seconds": time.perf_counter() - start}
+
+    def _units(self, n: int, ended: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+        """``cont`` (``N``: 1 where a row's episode continues into the next row) and the number
+        of training units (unit ``u`` = rows ``u .. u + H - 1``) of ``n`` time-ordered rows."""
+        cfg, dev = self.config, self.model.device
+        horizon = cfg.multi_step
+        cont = torch.ones(n, device=dev)
+        if horizon > 1:
+            if ended is None:
+                raise ValueError("fit: multi_step > 1 needs `ended` (where episodes end)")
+            cont = 1.0 - torch.as_tensor(ended, dtype=torch.float32, device=dev)
+        n_units = n - horizon + 1
+        min_units = 2 if cfg.holdout_ratio > 0 else 1
+        if n_units < min_units:
+            raise ValueError(f"fit needs at least {min_units + horizon - 1} transitions "
+                             f"(multi_step {horizon}, holdout {cfg.holdout_ratio}), got {n}")
+        return cont, n_units
 
     def _epoch(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, steps: int
+        self, x: torch.Tensor, y: torch.Tensor, cont: torch.Tensor, units: torch.Tensor,
+        generator: torch.Generator, steps: int,
     ) -> tuple[float, int]:
-        """One pass over the training rows ``x N x (O+A)``, ``y N x (O+1)`` in an independent
-        order per member (stopping early at ``max_steps``); returns the mean minibatch loss and
-        the gradient steps taken in this fit so far."""
-        cfg, E, n = self.config, self.model.ensemble_size, x.shape[0]
+        """One pass over the training units (first rows ``units``, ``U``) of ``x N x (O+A)``,
+        ``y N x (O+1)`` in an independent order per member (stopping early at ``max_steps``);
+        returns the mean minibatch loss and the gradient steps taken in this fit so far."""
+        cfg, E, n = self.config, self.model.ensemble_size, units.shape[0]
         order = torch.rand(E, n, generator=generator, device=generator.device).argsort(dim=1)
-        order = order.to(self.model.device)
+        order = units[order.to(self.model.device)]
         total = torch.zeros((), device=self.model.device)
         num_batches = 0
         for s in range(0, n, cfg.batch_size):
             idx = order[:, s : s + cfg.batch_size]  # E x b
-            loss = self.loss(x[idx], y[idx])
+            loss = (self.loss(x[idx], y[idx]) if cfg.multi_step == 1
+                    else self.multi_step_loss(x, y, cont, idx))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.optimizer.param_groups[0]["params"],
+                                               cfg.grad_clip)
             self.optimizer.step()
             total += loss.detach()
             num_batches += 1

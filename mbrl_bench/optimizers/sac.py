@@ -205,6 +205,10 @@ class SAC:
     that model has been fitted (until it is, targets are the ordinary one-step ones).
     """
 
+    on_policy = False
+    update_keys = ("critic_loss", "actor_loss", "alpha", "entropy", "q_mean")
+    """The diagnostics :meth:`update` returns."""
+
     def __init__(
         self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any, config: SACConfig,
         generator: torch.Generator, model_env: Dynamics | None = None,
@@ -257,6 +261,14 @@ class SAC:
             if deterministic:
                 return self.actor.deterministic(obs)
             return self.actor.act(obs, self.generator)
+
+    def sample_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """As :meth:`act_batch` (SAC's actions are in the bounds already; see :meth:`clip`)."""
+        return self.act_batch(obs, deterministic)
+
+    def clip(self, act: torch.Tensor) -> torch.Tensor:
+        """The identity: squashed actions need no clipping."""
+        return act
 
     # ------------------------------------------------------------------ policy protocol
     def dist_params(

@@ -17,6 +17,7 @@ from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.loops.mpc import run_mpc_loop
 from mbrl_bench.loops.policy import run_policy_loop
 from mbrl_bench.loops.scaffold import Components, RunRecord
+from mbrl_bench.loops.stages import run_stage_loop
 from mbrl_bench.loops.tabular import run_tabular_loop
 from mbrl_bench.models.model_env import ModelEnv
 from mbrl_bench.models.trainer import ModelTrainer
@@ -27,6 +28,7 @@ from mbrl_bench.spec import Recipe
 
 LOOP_RUNNERS: dict[str, Callable[[Components, RunRecord, Callable[[str], None]], None]] = {
     "policy": run_policy_loop, "mpc": run_mpc_loop, "tabular": run_tabular_loop,
+    "stages": run_stage_loop,
 }
 """The function that runs each registered loop (``parts.LOOPS`` holds its contract)."""
 
@@ -58,6 +60,8 @@ def compose(spec: RunSpec) -> Components:
     act_dim = int(np.prod(space.shape or (1,)))
     c.buffer = ReplayBuffer(obs_dim, act_dim,
                             min(loop_part.config.buffer_capacity, spec.env.budget))
+    if loop_part.name == "stages":
+        return _compose_stages(c, spec, recipe, obs_dim, act_dim)
     opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
     # in dependency order: the model and its phase (which trains it and sees the policy only
     # through the calls the loop makes), then the optimizer, which may use the model itself
@@ -104,4 +108,38 @@ def _compose_tabular(c: Components, env: gym.Env, recipe: Recipe) -> Components:
         c.optimizer = OPTIMIZERS.get(opt.name).factory(n_states, n_actions, opt.config)
     if model is not None:
         c.model = MODELS.get(model.name).factory(n_states, n_actions, model.config)
+    return c
+
+
+def _compose_stages(c: Components, spec: RunSpec, recipe: Recipe, obs_dim: int, act_dim: int
+                    ) -> Components:
+    """The stage loop's parts: the model, its trainer and the full-horizon rollouts (which
+    draw real initial states from resets of an env instance of their own), the optimizer, and
+    a model buffer for an off-policy optimizer."""
+    env, gen = c.env, c.torch_gen
+    space: Any = env.action_space
+    opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
+    if model is not None and rollout is not None:
+        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, gen)
+        c.trainer = ModelTrainer(c.model)
+        cfg = rollout.config
+        horizon = cfg.horizon or getattr(env.spec, "max_episode_steps", None) or 1000
+        start_env = make_env(spec.env.id, spec.env.kwargs)
+
+        def initial_states(n: int, generator: torch.Generator) -> torch.Tensor:
+            seeds = torch.randint(2**31 - 1, (n,), generator=generator).tolist()
+            return torch.stack([torch.as_tensor(start_env.reset(seed=s)[0], dtype=torch.float32)
+                                for s in seeds])
+
+        c.rollout = ROLLOUTS.get(rollout.name).factory(
+            c.model, termination_fn_for(env), reward_fn_for(env) if cfg.known_reward else None,
+            cfg, horizon, initial_states, gen)
+    assert opt is not None  # the stage loop's contract requires one
+    c.optimizer = OPTIMIZERS.get(opt.name).factory(
+        obs_dim, act_dim, space.low, space.high, opt.config, gen)
+    if c.rollout is not None and not c.optimizer.on_policy:
+        loop = recipe.parts[0].config
+        per_iteration = c.rollout.n_trajectories * c.rollout.horizon
+        c.model_buffer = ReplayBuffer(obs_dim, act_dim,
+                                      loop.model_buffer_iterations * per_iteration)
     return c
