@@ -196,9 +196,10 @@ def show(
     algorithms_dir: RecipeDirs = None,
 ) -> None:
     """Every setting of a resolved recipe: its value, where it came from (`default`, the
-    recipe file that set it, `override ENV in FILE`, or `--set`) and its doc."""
+    recipe file that set it, `override ENV in FILE`, or `--set`), the source its value follows
+    (the recipe's `[sources]`: public code, a paper, or ours with the reason) and its doc."""
     from mbrl_bench.explain import differences, format_differences, format_settings, settings_of
-    from mbrl_bench.spec import resolve_recipe
+    from mbrl_bench.spec import citations, resolve_recipe
     from mbrl_bench.sweep import parse_set
 
     dirs = tuple(algorithms_dir or ())
@@ -210,7 +211,7 @@ def show(
                 raise ConfigError(f"--set {key}", "", "`bench show` takes one value")
             point.append((key, values[0]))
         a, sources = resolve_recipe(recipe, env, dirs, tuple(point))
-        shown = settings_of(a, sources)
+        shown = settings_of(a, sources, citations(sources, dirs))
         if diff is None:
             typer.echo(f"{a.name} ({a.source}){f' for {env}' if env else ''}: {a.description}")
             typer.echo(format_settings(shown), nl=False)

@@ -28,6 +28,8 @@ class Setting:
     """``default``, a recipe's name, ``override ENV in NAME`` or ``--set``."""
     doc: str
     """First line of the field's docstring (for ``name``: the part's description)."""
+    cite: str = ""
+    """Where the value comes from (the recipe's ``[sources]``), or empty."""
 
 
 @dataclass(frozen=True)
@@ -39,19 +41,25 @@ class Difference:
     b: Setting | None
 
 
-def settings_of(recipe: Recipe, sources: Sources) -> list[Setting]:
+def settings_of(recipe: Recipe, sources: Sources,
+                cites: dict[str, dict[str, str]] | None = None) -> list[Setting]:
     """Every setting of every part of ``recipe`` (parts in recipe order, fields in class
     order), each part's name first. ``sources`` is what :func:`~mbrl_bench.spec.resolve_recipe`
-    returns with the recipe."""
+    returns with the recipe; ``cites`` what :func:`~mbrl_bench.spec.citations` makes of it
+    (defaults cite their config class)."""
     out: list[Setting] = []
+    cites = cites or {}
     for part in recipe.parts:
         src = sources.get(part.kind, {})
+        cite = cites.get(part.kind, {})
+        default_cite = f"default of {part.config.__class__.__name__}"
         entry = registry_for(part.kind).get(part.name)
         out.append(Setting(f"{part.kind}.name", part.name, src.get("name", DEFAULT),
                            entry.description))
         docs = field_docs(part.config.__class__)
         out.extend(Setting(f"{part.kind}.{f.name}", to_dict(getattr(part.config, f.name)),
-                           src.get(f.name, DEFAULT), docs.get(f.name, ""))
+                           src.get(f.name, DEFAULT), docs.get(f.name, ""),
+                           cite.get(f.name, default_cite if f.name not in src else ""))
                    for f in fields(part.config))
     return out
 
@@ -86,9 +94,11 @@ def align(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def format_settings(settings: Sequence[Setting]) -> str:
-    """``settings`` as an aligned table: setting, value, source, doc."""
-    return align(("setting", "value", "source", "doc"),
-                 [(s.key, format_value(s.value), s.source, s.doc) for s in settings])
+    """``settings`` as an aligned table: setting, value, source (the file that set it), cites
+    (where its value comes from), doc."""
+    return align(("setting", "value", "source", "cites", "doc"),
+                 [(s.key, format_value(s.value), s.source, s.cite or "—", s.doc)
+                  for s in settings])
 
 
 def format_differences(diffs: Sequence[Difference], name_a: str, name_b: str) -> str:

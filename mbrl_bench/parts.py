@@ -89,11 +89,15 @@ def _check_value_expansion(recipe: Recipe) -> None:
 
 
 def _check_stage_parts(recipe: Recipe) -> None:
-    """An off-policy optimizer in the stage loop learns from model rollouts only."""
+    """An off-policy optimizer in the stage loop learns from model rollouts only; a model-free
+    one learns from the policy's own actions (no exploration noise)."""
     opt = recipe.part("optimizer")
     if opt is not None and opt.name == "sac" and recipe.part("model") is None:
         raise ConfigError(recipe.source, "optimizer.name", "'sac' in the 'stages' loop needs a "
                           "[model] and a [rollout] (model-free SAC is the 'policy' loop)")
+    if recipe.part("model") is None and recipe.parts[0].config.noise != "none":
+        raise ConfigError(recipe.source, "loop.noise", "\"none\" without a model: a model-free "
+                          "on-policy update needs the policy's own actions")
 
 
 OptimizerFactory = Callable[..., Any]

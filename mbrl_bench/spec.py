@@ -224,7 +224,7 @@ class Recipe:
         }
 
 
-_TOP_KEYS = {"description", "base", "drop", "overrides", *PART_KINDS}
+_TOP_KEYS = {"description", "base", "drop", "overrides", "sources", *PART_KINDS}
 
 
 def _read_recipe_file(
@@ -251,7 +251,62 @@ def _read_recipe_file(
     if "base" in data and not isinstance(data["base"], str):
         raise ConfigError(str(path), "base", f"expected a recipe name, got {data['base']!r}")
     _check_drop(data, overrides, str(path))
+    _check_sources(data, str(path))
     return data, path
+
+
+def written_keys(data: Mapping[str, Any]) -> list[str]:
+    """The settings a recipe file writes, as ``kind.field`` (its own tables) and
+    ``overrides.ENV.kind.field`` (its per-task tables); part names excluded."""
+    keys = [f"{kind}.{k}" for kind in PART_KINDS if isinstance(data.get(kind), Mapping)
+            for k in data[kind] if k != "name"]
+    for oid, odata in data.get("overrides", {}).items():
+        keys += [f"overrides.{oid}.{kind}.{k}" for kind, table in odata.items()
+                 if isinstance(table, Mapping) for k in table if k != "name"]
+    return keys
+
+
+def _check_sources(data: Mapping[str, Any], source: str) -> None:
+    """``[sources]`` maps settings this file writes (:func:`written_keys`) to where their
+    values come from (a file and line of public code, a paper's table, or ``ours: why``)."""
+    cites = data.get("sources", {})
+    if not isinstance(cites, Mapping):
+        raise ConfigError(source, "sources", "expected a table of setting = \"where from\"")
+    keys = set(written_keys(data))
+    for key, text in cites.items():
+        if key not in keys:
+            raise ConfigError(source, f"sources.{key}", "names no setting this file writes "
+                              "(keys look like \"loop.horizon\" or "
+                              "\"overrides.Hopper-v5.rollout.k_schedule\")")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(source, f"sources.{key}", "expected a non-empty string")
+
+
+def citations(sources: Sources, extra_dirs: tuple[Path, ...] = ()) -> dict[str, dict[str, str]]:
+    """Where each file-given setting of a resolved recipe comes from: part kind → field → the
+    citation in the ``[sources]`` table of the file (and per-task table) that set its value,
+    from the ``sources`` that :func:`resolve_recipe` returns; ``--set`` values cite the
+    command line; fields without a citation are left out."""
+    out: dict[str, dict[str, str]] = {}
+    files: dict[str, Mapping[str, Any]] = {}
+    for kind, fields_ in sources.items():
+        for field_name, label in fields_.items():
+            if label == "--set":
+                out.setdefault(kind, {})[field_name] = "the command line (--set)"
+                continue
+            stem, key = label, f"{kind}.{field_name}"
+            if label.startswith("override "):
+                env, _, stem = label.removeprefix("override ").rpartition(" in ")
+                key = f"overrides.{env}.{key}"
+            if stem not in files:
+                try:
+                    files[stem] = load_toml(find_file(stem, "algorithms", extra_dirs)).get(
+                        "sources", {})
+                except ConfigError:
+                    files[stem] = {}
+            if key in files[stem]:
+                out.setdefault(kind, {})[field_name] = str(files[stem][key])
+    return out
 
 
 def _check_drop(data: Mapping[str, Any], overrides: Mapping[str, Any], source: str) -> None:

@@ -13,7 +13,7 @@ from mbrl_bench.cli import app
 from mbrl_bench.config import field_docs
 from mbrl_bench.explain import differences, settings_of
 from mbrl_bench.parts import PART_KINDS, registry_for
-from mbrl_bench.spec import available, load_recipe, resolve_recipe
+from mbrl_bench.spec import available, citations, load_recipe, resolve_recipe
 
 runner = CliRunner()
 
@@ -61,13 +61,15 @@ def test_show_prints_every_setting_of_every_shipped_recipe(recipe: str, env: str
     res = runner.invoke(app, ["show", recipe, *(["--env", env] if env else [])])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[1].split() == ["setting", "value", "source", "doc"]
+    assert lines[1].split() == ["setting", "value", "source", "cites", "doc"]
     shown = {line.split()[0]: line for line in lines[2:]}
-    expected = settings_of(*resolve_recipe(recipe, env))
+    resolved, sources = resolve_recipe(recipe, env)
+    expected = settings_of(resolved, sources, citations(sources))
     assert list(shown) == [s.key for s in expected]
     for s in expected:
         assert s.source in shown[s.key]
         assert not s.doc or s.doc in shown[s.key]
+        assert s.cite in shown[s.key]
 
 
 def write(folder: Path, name: str, text: str) -> None:

@@ -54,7 +54,31 @@ rollout_steps = 200
 """
 
 
+FAST_TRPO = """
+description = "model-free TRPO at a tiny scale, for the resume test"
+base = "trpo"
+[loop]
+steps_per_stage = 100
+log_every = 50
+[optimizer]
+policy_hidden_sizes = [16]
+value_hidden_sizes = [16]
+"""
+
+FAST_SLBO_SAC = """
+description = "slbo-sac at a tiny scale, for the resume test"
+base = "fast-slbo"
+[loop]
+offpolicy_updates = 5
+[optimizer]
+name = "sac"
+hidden_sizes = [32, 32]
+batch_size = 64
+"""
+
+
 def _model(deterministic: bool = True, **kw: Any) -> ProbabilisticEnsemble:
+    kw = {"holdout_ratio": 0.0, "max_epochs": 1, **kw}
     cfg = ProbabilisticEnsembleConfig(ensemble_size=2, num_elites=2, hidden_size=8,
                                       num_layers=2, weight_decays=(0.0, 0.0, 0.0),
                                       deterministic=deterministic, **kw)
@@ -100,15 +124,36 @@ def test_multi_step_loss_is_the_one_step_loss_at_h1_and_feeds_predictions_at_h2(
                           one_step_mean)
 
 
-def test_multi_step_fit_needs_episode_ends_and_uses_every_unit() -> None:
+def test_multi_step_fit_needs_episode_ends_and_trains_on_runs_of_rows() -> None:
     x, y = _data(20)
     obs, act = x[:, :3], x[:, 3:]
-    trainer = ModelTrainer(_model(multi_step=2, holdout_ratio=0.0, max_steps=3, batch_size=4))
+    trainer = ModelTrainer(_model(multi_step=2, max_epochs=1, batch_size=4))
     with pytest.raises(ValueError, match="ended"):
         trainer.fit(obs, act, obs + y[:, :3], y[:, 3], torch.Generator().manual_seed(0))
+    seen: list[torch.Tensor] = []
+    real_loss = trainer.multi_step_loss
+
+    def spy(x: torch.Tensor, y: torch.Tensor, cont: torch.Tensor, idx: torch.Tensor
+            ) -> torch.Tensor:
+        seen.append(idx.clone())
+        assert torch.equal(cont, 1.0 - ended)  # the episode ends reach the loss
+        return real_loss(x, y, cont, idx)
+
+    trainer.multi_step_loss = spy  # type: ignore[method-assign]
+    ended = torch.zeros(20)
+    ended[9] = 1.0
     out = trainer.fit(obs, act, obs + y[:, :3], y[:, 3], torch.Generator().manual_seed(0),
-                      ended=torch.zeros(20))
-    assert out["steps"] == 3 and out["holdout_mse"] != out["holdout_mse"]  # no holdout: NaN
+                      ended=ended)
+    # one epoch: every member sees each of the 19 runs of 2 rows once, in its own order
+    starts = torch.cat(seen, dim=1)
+    for member in starts:
+        assert sorted(member.tolist()) == list(range(19))
+    assert out["steps"] == 5 and out["holdout_mse"] != out["holdout_mse"]  # no holdout: NaN
+
+
+def test_multi_step_with_a_holdout_split_is_refused() -> None:
+    with pytest.raises(ValueError, match="holdout_ratio"):
+        ProbabilisticEnsembleConfig(multi_step=2, holdout_ratio=0.2)
 
 
 def test_l2_loss_needs_a_deterministic_model() -> None:
@@ -185,6 +230,8 @@ def slbo_files(tmp_path: Path) -> Path:
     (tmp_path / "suites").mkdir()
     (tmp_path / "algorithms" / "tiny-slbo.toml").write_text(TINY_SLBO)
     (tmp_path / "algorithms" / "fast-slbo.toml").write_text(FAST_SLBO)
+    (tmp_path / "algorithms" / "fast-trpo.toml").write_text(FAST_TRPO)
+    (tmp_path / "algorithms" / "fast-slbo-sac.toml").write_text(FAST_SLBO_SAC)
     return tmp_path
 
 
@@ -257,3 +304,39 @@ def test_killed_slbo_run_resumes_to_the_same_rows(slbo_files: Path) -> None:
     assert _rows(run / "metrics.csv") == _rows(straight / "metrics.csv")
     assert len(_rows(run / "evals.csv")) == 10
     assert json.loads((run / "run.json").read_text())["attempts"] == 2
+
+
+@pytest.mark.parametrize("algo", ["fast-trpo", "fast-slbo-sac"])
+def test_a_run_that_died_mid_stage_resumes_to_the_same_rows(slbo_files: Path, algo: str,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Model-free TRPO (the stage's sampled actions in the checkpoint) and slbo-sac (its
+    model buffer): a run that dies at step 275 (checkpoint at 250, mid-stage) and is retried
+    writes the rows of an uninterrupted run."""
+    from mbrl_bench.loops.scaffold import Scaffold
+    from mbrl_bench.runner.execute import expand, run_all
+    from mbrl_bench.spec import load_suite
+
+    text = tiny_suite(500, 50, algorithm=algo, episodes=2)
+    straight = _run(slbo_files, text, "straight", algo)
+    specs = expand(load_suite(str(slbo_files / "suites" / "s.toml")), [algo], [0],
+                   extra_dirs=(slbo_files / "algorithms",))
+    real_step = Scaffold.env_step
+
+    def dying_step(self: Scaffold, action: Any) -> Any:
+        if self.step == 275:
+            raise RuntimeError("killed")
+        return real_step(self, action)
+
+    with monkeypatch.context() as m:
+        m.setattr(Scaffold, "env_step", dying_step)
+        [died] = run_all(specs, slbo_files / "died", threads=1, progress=lambda s: None)
+    assert died.status == "failed" and "killed" in str(died.error)
+    said: list[str] = []
+    [done] = run_all(specs, slbo_files / "died", threads=1, progress=said.append,
+                     retry_failed=True)
+    assert done.status == "complete", done.error
+    assert any("resumed at step 250" in line for line in said), said
+    run = specs[0].run_dir(slbo_files / "died")
+    assert _rows(run / "evals.csv") == _rows(straight / "evals.csv")
+    assert _rows(run / "metrics.csv") == _rows(straight / "metrics.csv")

@@ -73,8 +73,12 @@ def test_trpo_improves_a_linear_gaussian_task_within_the_kl_limit() -> None:
         first = ret if first is None else first
         before = agent.policy_state()
         out = agent.update(traj)
-        # measured here as well as reported (both with the normaliser the step used)
-        kl = kl_divergence(*agent.dist_params(traj.obs, before), *agent.dist_params(traj.obs))
+        agent.observe(traj.obs)  # as the stage loop does after a model-free update
+        # measured here against the policy that sampled the data, its normaliser included
+        after = agent.policy_state()
+        kl = kl_divergence(*agent.dist_params(traj.obs, before),
+                           *agent.dist_params(traj.obs, {**after, "obs_norm": before[
+                               "obs_norm"]}))
         assert float(kl.mean()) <= cfg.accept_kl_ratio * cfg.max_kl + 1e-6
         # every accepted step respects the trust region
         assert out["kl"] <= cfg.accept_kl_ratio * cfg.max_kl
@@ -102,7 +106,7 @@ def test_rejected_step_leaves_the_policy_unchanged(monkeypatch: pytest.MonkeyPat
     out = agent.update(traj)
     assert out["step_fraction"] == 0.0 and out["kl"] == 0.0
     after = agent.policy_state()
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(before["policy"][k], after["policy"][k]) for k in before["policy"])
 
 
 def test_state_dict_round_trip_gives_the_same_update() -> None:
@@ -115,5 +119,5 @@ def test_state_dict_round_trip_gives_the_same_update() -> None:
     b.generator.set_state(a.generator.get_state())
     oa, ob = a.update(traj), b.update(traj)
     assert oa == ob
-    sa, sb = a.policy_state(), b.policy_state()
+    sa, sb = a.policy_state()["policy"], b.policy_state()["policy"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

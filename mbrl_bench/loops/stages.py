@@ -118,8 +118,8 @@ def run_stage_loop(
             action = np.clip(action, space.low, space.high)
         next_obs, r, term, trunc = sc.env_step(action)
         real.add_one(obs, action, r, next_obs, term, trunc)
-        if c.rollout is None:
-            own.stage_raw.append(raw)
+        if c.rollout is None and sc.step > cfg.initial_random_steps:
+            own.stage_raw.append(raw)  # on-policy data only (model-free updates)
         finished = sc.end_step(term, trunc)
         if finished is not None:
             own.recent_returns.append(finished[0])
@@ -165,15 +165,20 @@ def _ended(real: ReplayBuffer, data: Batch) -> torch.Tensor:
 
 
 def _train_on_real(c: Components, own: _Own, real: ReplayBuffer) -> None:
-    """Model-free on-policy: one update on the stage's real trajectories."""
+    """Model-free on-policy: one update on the stage's real trajectories (the steps the policy
+    took; none if the whole stage was random), then the normaliser sees them, so the update's
+    old policy is the one that collected them."""
     t = time.perf_counter()
     n = len(own.stage_raw)
+    if n == 0:
+        return
     data = real.all()
     ended = _ended(real, data)
     stage = Batch(*(x[-n:] for x in data))
     traj = Trajectories(stage.obs, torch.as_tensor(np.stack(own.stage_raw)), stage.rew,
                         stage.next_obs, stage.terminated, ended[-n:])
     own.add(c.optimizer.update(traj))
+    c.optimizer.observe(stage.obs)
     own.stage_raw = []
     own.lap(2, t)
 
@@ -194,13 +199,14 @@ def _train_on_model(c: Components, cfg: StageLoopConfig, own: _Own, real: Replay
         for h in (1, 2, 5, 10):
             own.last[f"compounding_mse_h{h}"] = errors[h - 1] if h <= len(errors) else math.nan
     collect_policy = agent.policy_state()
+    agent.observe(newest.obs)  # SLBO: the normalisers see each stage's new data once
+    t = own.lap(1, t)
     for _ in range(cfg.iterations_per_stage):
-        t = time.perf_counter()
         fit = trainer.fit(data.obs, data.act, data.next_obs, data.rew, c.torch_gen, ended=ended)
         own.last.update(model_fit_steps=fit["steps"], model_train_loss=fit["train_loss"],
                         model_holdout_mse=fit["holdout_mse"])
+        t = own.lap(1, t)
         for _ in range(cfg.policy_iterations):
-            t = own.lap(2, t)
             traj, stats = rollout.rollout(agent, real)
             own.last.update(stats)
             t = own.lap(1, t)
@@ -212,7 +218,7 @@ def _train_on_model(c: Components, cfg: StageLoopConfig, own: _Own, real: Replay
                 for _ in range(cfg.offpolicy_updates):
                     own.add(agent.update(c.model_buffer.sample(agent.config.batch_size,
                                                                c.torch_gen)))
-        own.lap(2, t)
+            t = own.lap(2, t)
     with torch.no_grad():
         mp, lp = agent.dist_params(newest.obs, collect_policy)
         mq, lq = agent.dist_params(newest.obs)

@@ -236,6 +236,9 @@ class ProbabilisticEnsembleConfig:
         check(self.holdout_ratio > 0 or self.max_steps is not None or self.max_epochs is not None,
               "holdout_ratio", "0 (no early stopping) needs max_steps or max_epochs to end a fit")
         check(self.multi_step >= 1, "multi_step", "expected an integer >= 1 (1: one-step loss)")
+        check(self.multi_step == 1 or self.holdout_ratio == 0, "multi_step",
+              "> 1 trains on runs of consecutive rows, which a random holdout split would "
+              "share with the training rows: set holdout_ratio = 0 (SLBO has no holdout)")
         check(self.grad_clip >= 0, "grad_clip", "expected a number >= 0 (0: no clipping)")
         check(self.max_holdout >= 1, "max_holdout", "expected an integer >= 1")
         check(self.patience >= 1, "patience", "expected an integer >= 1")

@@ -270,6 +270,9 @@ class SAC:
         """The identity: squashed actions need no clipping."""
         return act
 
+    def observe(self, obs: torch.Tensor) -> None:
+        """Nothing: SAC's networks see raw observations."""
+
     # ------------------------------------------------------------------ policy protocol
     def dist_params(
         self, obs: torch.Tensor, state: dict[str, torch.Tensor] | None = None

@@ -3,22 +3,25 @@
 One :meth:`TRPO.update` is one policy iteration on a batch of whole trajectories
 (:class:`~mbrl_bench.buffer.Trajectories`, real or imagined):
 
-1. **normalise**: the running mean/std of observations is updated with the batch (the policy
-   and the value function see normalised observations);
-2. **advantages**: GAE(λ) with the value-function baseline, bootstrapping from ``V(next_obs)``
+1. **advantages**: GAE(λ) with the value-function baseline, bootstrapping from ``V(next_obs)``
    at every step that is not terminal (a time-limit or batch end is not a termination);
    advantages are standardised over the batch;
-3. **policy step**: the surrogate ``mean(ratio * A) + ent_coef * entropy``; its gradient ``g``;
+2. **policy step**: the surrogate ``mean(ratio * A) + ent_coef * entropy``; its gradient ``g``;
    the natural direction ``s ≈ F⁻¹ g`` by conjugate gradient on Fisher-vector products (the
    Hessian of the mean KL(old ‖ new), plus ``cg_damping``); the full step
    ``sqrt(2 max_kl / sᵀFs) s``; a backtracking line search that accepts the first fraction
    whose mean KL is at most ``accept_kl_ratio * max_kl`` and whose surrogate improves;
    otherwise the policy stays as it was;
-4. **value step**: ``vf_iters`` passes of Adam on the squared error to the GAE returns, in
+3. **value step**: ``vf_iters`` passes of Adam on the squared error to the GAE returns, in
    minibatches of ``vf_batch_size`` rows.
 
-The policy is a Gaussian MLP with a state-independent log-std; the env is given the sampled
-action clipped to its bounds, the update sees the sampled (unclipped) action.
+The policy and the value function see observations standardised by running statistics that
+the loop updates with real data (:meth:`TRPO.observe`; SLBO: once per stage), never inside an
+update, so an update's old policy is the one that sampled its data.
+
+The policy is a Gaussian MLP with a state-independent log-std over actions scaled to
+``[-1, 1]`` (SLBO's policy units); the env is given ``low + (clip(u, -1, 1) + 1) (high - low) / 2``
+(:meth:`TRPO.clip`), the update sees the sampled ``u``.
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ class TRPOConfig:
     value_hidden_sizes: tuple[int, ...] = (64, 64)
     """Hidden widths of the value function."""
     activation: Activation = "tanh"
+    """Hidden activation of the policy and the value function."""
     init_log_std: float = 0.0
     """Initial log-std of every action dimension (state-independent, learned)."""
     max_kl: float = 0.01
     """Trust region: the largest mean KL(old ‖ new) an accepted step may have."""
     cg_iters: int = 10
+    """Conjugate-gradient iterations per step."""
     cg_damping: float = 0.1
     """Added to the Fisher matrix (``F + damping I``) in conjugate gradient."""
     line_search_steps: int = 10
@@ -66,13 +71,18 @@ class TRPOConfig:
     """The entropy bonus applies to the first this many updates only, then 0 (SLBO: from
     stage 50 on, i.e. after 50 x 20 x 40 = 40,000 updates); None = always."""
     gamma: float = 0.99
+    """Discount factor."""
     gae_lambda: float = 0.95
+    """λ of GAE(λ)."""
     vf_lr: float = 1e-3
+    """Adam learning rate of the value function."""
     vf_iters: int = 5
     """Passes over the batch per value update."""
     vf_batch_size: int = 64
+    """Minibatch rows of the value update."""
     normalize_obs: bool = True
-    """Standardise observations with running statistics of every batch seen."""
+    """Standardise observations with running statistics of the real observations the loop
+    hands to :meth:`TRPO.observe` (SLBO: once per stage, from the stage's new data)."""
 
     def __post_init__(self) -> None:
         for name in ("policy_hidden_sizes", "value_hidden_sizes"):
@@ -225,8 +235,8 @@ def _assign(params: list[nn.Parameter], flat: torch.Tensor) -> None:
 class TRPO:
     """TRPO policy optimizer (module docstring): :meth:`update` takes a batch of trajectories.
 
-    ``action_low`` / ``action_high``: the env's bounds (actions given to an env or a model are
-    clipped to them). All sampling uses ``generator``.
+    ``action_low`` / ``action_high``: the env's bounds (the policy's ``[-1, 1]`` units are
+    mapped onto them). All sampling uses ``generator``.
     """
 
     on_policy = True
@@ -234,7 +244,7 @@ class TRPO:
     update_keys = ("surrogate_gain", "kl", "step_fraction", "entropy", "vf_loss", "log_std")
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any,
-                 config: TRPOConfig, generator: torch.Generator, **_: Any) -> None:
+                 config: TRPOConfig, generator: torch.Generator) -> None:
         self.config = config
         self.generator = generator
         self.low = torch.as_tensor(action_low, dtype=torch.float32)
@@ -242,20 +252,22 @@ class TRPO:
         self.obs_norm = RunningNormalizer(obs_dim, config.normalize_obs)
         self.policy = GaussianPolicy(obs_dim, act_dim, config)
         self._past_policy = copy.deepcopy(self.policy).requires_grad_(False)
+        self._past_norm = copy.deepcopy(self.obs_norm)
         self.value = mlp((obs_dim, *config.value_hidden_sizes, 1), config.activation)
         self.vf_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.vf_lr)
         self.updates = 0
 
     # ------------------------------------------------------------------ acting
-    def dist(self, obs: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    def dist(self, obs: torch.Tensor, state: dict[str, Any] | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and log-std ``B x A`` at raw observations ``B x O`` (of the policy whose weights
-        ``state`` holds, if given)."""
-        net = self.policy
+        """Mean and log-std ``B x A`` (policy units) at raw observations ``B x O``: of the
+        current policy, or of the one :meth:`policy_state` saved in ``state``."""
+        net, norm = self.policy, self.obs_norm
         if state is not None:
-            self._past_policy.load_state_dict(state)
-            net = self._past_policy
-        return net(self.obs_norm(obs.float()))  # type: ignore[no-any-return]
+            self._past_policy.load_state_dict(state["policy"])
+            self._past_norm.load_state_dict(state["obs_norm"])
+            net, norm = self._past_policy, self._past_norm
+        return net(norm(obs.float()))  # type: ignore[no-any-return]
 
     def sample_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Sampled (unclipped) actions ``B x A`` at ``B x O``; the mean if ``deterministic``."""
@@ -267,11 +279,12 @@ class TRPO:
             return mean + log_std.exp() * eps
 
     def clip(self, act: torch.Tensor) -> torch.Tensor:
-        """Actions ``B x A`` clipped to the env's bounds."""
-        return torch.maximum(torch.minimum(act, self.high), self.low)
+        """Policy-unit actions ``B x A`` as the env takes them: clipped to ``[-1, 1]`` and
+        mapped onto the env's bounds."""
+        return self.low + (act.clamp(-1.0, 1.0) + 1.0) * (self.high - self.low) / 2.0
 
     def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """Actions ``B x A`` in the env's bounds (sampled, or the mean)."""
+        """Actions ``B x A`` in the env's bounds (sampled, or the mean) for ``B x O``."""
         return self.clip(self.sample_batch(obs, deterministic))
 
     def act(self, obs: Any, deterministic: bool) -> Any:
@@ -279,16 +292,23 @@ class TRPO:
         o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
         return self.act_batch(o, deterministic)[0].numpy()
 
-    def dist_params(self, obs: torch.Tensor, state: dict[str, torch.Tensor] | None = None
+    def dist_params(self, obs: torch.Tensor, state: dict[str, Any] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, log-std) ``B x A`` of the current policy, or of a past one (``state``), for
-        the policy-shift diagnostics (ε_π). The current normaliser is used for both."""
+        """(mean, log-std) ``B x A`` at ``B x O`` of the current policy, or of a past one
+        (``state``, its normaliser included), for the policy-shift diagnostics (ε_π)."""
         with torch.no_grad():
             mean, log_std = self.dist(obs, state)
         return mean.detach(), log_std.detach()  # log_std is a view of the parameter
 
-    def policy_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+    def policy_state(self) -> dict[str, Any]:
+        """A copy of the acting policy: its weights and its observation normaliser."""
+        return {"policy": {k: v.detach().clone() for k, v in self.policy.state_dict().items()},
+                "obs_norm": {k: v.clone() for k, v in self.obs_norm.state_dict().items()}}
+
+    def observe(self, obs: torch.Tensor) -> None:
+        """Add real observations ``N x O`` to the normaliser's statistics (this changes the
+        policy's input: call it between updates, not inside one)."""
+        self.obs_norm.update(obs)
 
     # ------------------------------------------------------------------ update
     def values(self, obs: torch.Tensor) -> torch.Tensor:
@@ -298,7 +318,6 @@ class TRPO:
     def update(self, traj: Trajectories) -> dict[str, float]:
         """One policy iteration (module docstring) on ``traj``; returns diagnostics."""
         cfg = self.config
-        self.obs_norm.update(traj.obs)
         with torch.no_grad():
             v, v_next = self.values(traj.obs), self.values(traj.next_obs)
             adv = gae(traj.rew, v, v_next, traj.terminated, traj.ended, cfg.gamma,
@@ -313,6 +332,8 @@ class TRPO:
 
     def _policy_step(self, obs: torch.Tensor, act: torch.Tensor, adv: torch.Tensor
                      ) -> dict[str, float]:
+        """One natural-gradient step on normalised ``obs M x O``, sampled ``act M x A`` and
+        standardised advantages ``adv M``; returns the step's diagnostics."""
         cfg, policy = self.config, self.policy
         params = list(policy.parameters())
         ent_coef = cfg.ent_coef if (cfg.ent_coef_updates is None
@@ -363,6 +384,8 @@ class TRPO:
                 "entropy": entropy, "log_std": float(policy.log_std.detach().mean())}
 
     def _value_step(self, obs: torch.Tensor, returns: torch.Tensor) -> float:
+        """``vf_iters`` passes of Adam on normalised ``obs M x O`` towards ``returns M``;
+        the mean minibatch loss."""
         cfg, n = self.config, obs.shape[0]
         total, count = 0.0, 0
         for _ in range(cfg.vf_iters):

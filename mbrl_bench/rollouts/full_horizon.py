@@ -46,7 +46,9 @@ class RolloutPolicy(Protocol):
         """Actions ``B x A`` as the env (and the model) takes them."""
         ...
 
-    def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor: ...
+    def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions ``B x A`` in the env's bounds for ``B x O`` (evaluation in the model)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class FullHorizonRollouts:
         return self.initial_states(n, generator)
 
     def _clip(self, obs: torch.Tensor) -> torch.Tensor:
+        """``B x O`` states clipped to ``clip_std`` std around the real data's mean."""
         if self.config.clip_std is None:
             return obs
         od, norm = self.model.obs_dim, self.model.normalizer
@@ -126,14 +129,19 @@ class FullHorizonRollouts:
         obs = self.start_states(real, n, self.generator)
         alive = torch.ones(n, dtype=torch.bool)
         steps: list[tuple[torch.Tensor, ...]] = []
-        for _ in range(T):
-            raw = policy.sample_batch(obs)
-            self.model_env.reset(obs)
-            next_obs, rew, term = self.model_env.step(policy.clip(raw), sample=True)
-            next_obs = self._clip(next_obs)
-            steps.append((obs, raw, rew, next_obs, term.float(), alive.clone()))
-            alive = alive & ~term
-            obs = next_obs
+        for _ in range(T):  # only the rows still alive are stepped (and checked for NaN)
+            idx = alive.nonzero().squeeze(1)
+            raw = policy.sample_batch(obs[idx])
+            self.model_env.reset(obs[idx])
+            nxt, rew, term = self.model_env.step(policy.clip(raw), sample=True)
+            step = (obs, torch.zeros(n, raw.shape[1]), torch.zeros(n), obs.clone(),
+                    torch.zeros(n), alive.clone())
+            step[1][idx], step[2][idx], step[3][idx], step[4][idx] = (
+                raw, rew, self._clip(nxt), term.float())
+            steps.append(step)
+            obs = step[3]
+            alive = alive.clone()
+            alive[idx] = ~term
             if not bool(alive.any()):
                 break
         o, a, r, no, te, al = (torch.stack(x, dim=1) for x in zip(*steps, strict=True))

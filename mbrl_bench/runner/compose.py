@@ -14,6 +14,7 @@ from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.envs.make import check_spaces, make_env
 from mbrl_bench.envs.rewards import reward_fn_for
 from mbrl_bench.envs.termination import termination_fn_for
+from mbrl_bench.errors import ConfigError
 from mbrl_bench.loops.mpc import run_mpc_loop
 from mbrl_bench.loops.policy import run_policy_loop
 from mbrl_bench.loops.scaffold import Components, RunRecord
@@ -123,7 +124,10 @@ def _compose_stages(c: Components, spec: RunSpec, recipe: Recipe, obs_dim: int, 
         c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, gen)
         c.trainer = ModelTrainer(c.model)
         cfg = rollout.config
-        horizon = cfg.horizon or getattr(env.spec, "max_episode_steps", None) or 1000
+        horizon = cfg.horizon or getattr(env.spec, "max_episode_steps", None)
+        if horizon is None:
+            raise ConfigError(recipe.source, "rollout.horizon",
+                              f"needed: {spec.env.id} has no time limit to take it from")
         start_env = make_env(spec.env.id, spec.env.kwargs)
 
         def initial_states(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -138,7 +142,7 @@ def _compose_stages(c: Components, spec: RunSpec, recipe: Recipe, obs_dim: int, 
     c.optimizer = OPTIMIZERS.get(opt.name).factory(
         obs_dim, act_dim, space.low, space.high, opt.config, gen)
     if c.rollout is not None and not c.optimizer.on_policy:
-        loop = recipe.parts[0].config
+        loop = recipe.parts[0].config  # a recipe's first part is its loop
         per_iteration = c.rollout.n_trajectories * c.rollout.horizon
         c.model_buffer = ReplayBuffer(obs_dim, act_dim,
                                       loop.model_buffer_iterations * per_iteration)
