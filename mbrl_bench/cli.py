@@ -259,6 +259,30 @@ def table(
     typer.echo(f"\nwritten: {dest / 'table.csv'}, {dest / 'table.md'}")
 
 
+@app.command()
+def compare(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    a: Annotated[str, typer.Argument(help="Algorithm A (a recipe name as in the runs).")],
+    b: Annotated[str, typer.Argument(help="Algorithm B.")],
+    budget: Annotated[int | None, typer.Option(
+        help="Compare returns at this env step (default: per task, the smaller of the two "
+             "algorithms' budgets).", min=1)] = None,
+) -> None:
+    """Probability that A's return beats B's, per task and overall, with stratified-bootstrap
+    95% intervals (Agarwal et al. 2021); only complete runs count."""
+    from mbrl_bench.reporting.compare import compare as compare_runs
+    from mbrl_bench.reporting.compare import format_comparisons
+
+    _existing_folder(results_dir)
+    runs, evals = _load_runs(results_dir)
+    try:
+        lines = compare_runs(runs, evals, a, b, budget)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    typer.echo(format_comparisons(lines, a, b), nl=False)
+
+
 def _load_runs(results_dir: Path) -> tuple[Any, Any]:
     """(runs, evals) of the runs under ``results_dir``, or a clear error and exit code 2."""
     from mbrl_bench.reporting.table import load_runs

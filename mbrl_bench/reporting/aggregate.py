@@ -16,7 +16,7 @@ Precipice" (NeurIPS 2021), and its library rliable.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -317,3 +317,49 @@ def episodes_to_optimal(optimal: ArrayLike, window: int | None = 1) -> int | Non
     runs = np.convolve(ok.astype(np.int64), np.ones(window, dtype=np.int64), mode="valid")
     hits = np.flatnonzero(runs == window)
     return int(hits[0]) + 1 if hits.size else None
+
+
+def probability_of_improvement_ci(
+    x_by_task: Sequence[ArrayLike],
+    y_by_task: Sequence[ArrayLike],
+    rng: np.random.Generator,
+    reps: int = 2000,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """P(X > Y) averaged over tasks, with a stratified-bootstrap percentile interval.
+
+    Args:
+        x_by_task: per task, the ``(n_t,)`` scores of X's runs (tasks may differ in runs).
+        y_by_task: per task, the ``(m_t,)`` scores of Y's runs, same task order.
+        rng: source of randomness for resampling.
+        reps: bootstrap replicates; each resamples X's and Y's runs independently within
+            every task (rliable's stratified bootstrap of this statistic).
+        confidence: coverage of the two-sided interval.
+
+    Returns:
+        ``(point, lo, hi)``; the point is the mean over tasks of
+        :func:`probability_of_improvement` of that task's runs.
+
+    Raises:
+        ValueError: on no tasks, differing task counts, or empty or NaN scores.
+    """
+    if len(x_by_task) != len(y_by_task) or not x_by_task:
+        raise ValueError(f"need the same number (> 0) of tasks for x and y, got "
+                         f"{len(x_by_task)} and {len(y_by_task)}")
+    _check_reps(reps)
+    _check_confidence(confidence)
+    xs = [_finite_array(x, "x").ravel() for x in x_by_task]
+    ys = [_finite_array(y, "y").ravel() for y in y_by_task]
+    if any(a.size == 0 for a in (*xs, *ys)):
+        raise ValueError("every task needs at least one run of each algorithm")
+    point = float(np.mean([probability_of_improvement(x, y) for x, y in zip(xs, ys,
+                                                                            strict=True)]))
+    boot = np.zeros(reps, dtype=np.float64)
+    for x, y in zip(xs, ys, strict=True):
+        xi = x[rng.integers(0, x.size, size=(reps, x.size))]  # reps x n
+        yi = y[rng.integers(0, y.size, size=(reps, y.size))]  # reps x m
+        gt = (xi[:, :, None] > yi[:, None, :]).mean(axis=(1, 2))
+        eq = (xi[:, :, None] == yi[:, None, :]).mean(axis=(1, 2))
+        boot += gt + 0.5 * eq
+    lo, hi = _percentile_interval(boot / len(xs), confidence)
+    return point, lo, hi
