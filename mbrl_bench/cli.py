@@ -237,7 +237,7 @@ def table(
              "budgets).")] = None,
 ) -> None:
     """Sample-efficiency table: mean return and 95% bootstrap interval over seeds at each
-    reporting budget, seeds counted, steps to the suite's threshold."""
+    reporting budget, seeds counted, steps to the suite's threshold (CSV, Markdown, LaTeX)."""
     from mbrl_bench.reporting.table import format_markdown, write_table
 
     try:
@@ -256,7 +256,7 @@ def table(
         return
     typer.echo(format_markdown(t))
     dest = out or results_dir
-    typer.echo(f"\nwritten: {dest / 'table.csv'}, {dest / 'table.md'}")
+    typer.echo(f"\nwritten: {dest / 'table.csv'}, {dest / 'table.md'}, {dest / 'table.tex'}")
 
 
 @app.command()

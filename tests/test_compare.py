@@ -58,3 +58,24 @@ def test_bench_compare_one_line_per_task_and_overall(tmp_path: Path) -> None:
     assert lines[2].startswith("overall: P(slbo > trpo) = 0.75")
     res = runner.invoke(app, ["compare", str(tmp_path), "slbo", "sac"])
     assert res.exit_code == 2 and "no runs of 'sac'" in res.output
+
+
+def test_latex_table_parses_and_marks_best_only_without_overlap(tmp_path: Path) -> None:
+    from mbrl_bench.reporting.table import write_table
+
+    for seed in range(3):  # Pendulum: slbo clearly above trpo; Hopper: overlapping
+        write_run(tmp_path, "slbo", seed, [1000, 2000], [10.0, 20.0 + seed])
+        write_run(tmp_path, "trpo", seed, [1000, 2000], [5.0, 10.0 + seed])
+        write_run(tmp_path, "slbo", seed, [1000, 2000], [1.0, 2.0 + seed], env="Hopper-v5")
+        write_run(tmp_path, "trpo", seed, [1000, 2000], [1.0, 2.5 + seed], env="Hopper-v5")
+    write_run(tmp_path, "trpo", 3, [1000], [99.0], status="failed", env="mbrl_bench_PointMass")
+    write_table(tmp_path)
+    tex = (tmp_path / "table.tex").read_text().splitlines()
+    assert tex[0] == r"\begin{tabular}{llrrrlr}" and tex[-1] == r"\end{tabular}"
+    assert tex[1] == r"\toprule" and tex[-2] == r"\bottomrule" and r"\midrule" in tex
+    rows = [line for line in tex if line.endswith(r"\\")]
+    assert all(line.count("&") == 6 for line in rows)  # 7 columns on every row
+    body = rows[1:]
+    bold = [line for line in body if r"\textbf" in line]
+    assert bold and all("Pendulum" in line and "& slbo &" in line for line in bold)
+    assert any(r"mbrl\_bench\_PointMass" in line and "& 1 &" in line for line in body)

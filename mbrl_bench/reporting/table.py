@@ -503,11 +503,65 @@ def format_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
+                  "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+
+
+def _latex(text: object) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def best_rows(table: pd.DataFrame) -> set[int]:
+    """Row positions of :func:`sample_efficiency_table` to mark best: per (suite, env,
+    budget), the highest mean, only when its interval lies above every other algorithm's
+    interval (no overlap) and at least two algorithms have runs there."""
+    marked: set[int] = set()
+    frame = table.reset_index(drop=True)
+    for _, group in frame.groupby(["suite", "env", "budget"], sort=False):
+        group = group[group["n_seeds"] > 0]
+        if len(group) < 2:
+            continue
+        top = group["mean"].idxmax()
+        others = group.drop(index=top)
+        if bool((group.loc[top, "ci_low"] > others["ci_high"]).all()):
+            marked.add(int(top))
+    return marked
+
+
+def format_latex(table: pd.DataFrame) -> str:
+    """Render a :func:`sample_efficiency_table` as a LaTeX ``tabular`` with booktabs rules:
+    task, algorithm, budget, seeds, failed runs, mean return with its 95% interval, IQM; the
+    best entry
+    of a task and budget in bold only where its interval does not overlap the others'."""
+    best = best_rows(table)
+    lines = [r"\begin{tabular}{llrrrlr}", r"\toprule",
+             r"Task & Algorithm & Budget & Seeds & Failed & Return (95\% CI) & IQM \\",
+             r"\midrule"]
+    previous = None
+    for i, row in enumerate(table.reset_index(drop=True).to_dict("records")):
+        task = f"{row['suite']}/{row['env']}"
+        if previous is not None and task != previous:
+            lines.append(r"\midrule")
+        previous = task
+        ret = (f"{_num(row['mean'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+               if row["n_seeds"] else "--")
+        if i in best:
+            ret = rf"\textbf{{{ret}}}"
+        iqm = _num(row["iqm"]) if row["n_seeds"] else "--"
+        lines.append(f"{_latex(task)} & {_latex(row['algo'])} & {int(row['budget'])} & "
+                     f"{int(row['n_seeds'])} & {int(row['failed'])} & {ret.replace('—', '--')} & "
+                     f"{iqm.replace('—', '--')} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(
     results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
     budgets: Iterable[int] | None = None,
 ) -> pd.DataFrame:
-    """Load the run store, build the table and write ``table.csv`` and ``table.md``.
+    """Load the run store, build the table and write ``table.csv``, ``table.md`` and
+    ``table.tex`` (LaTeX, booktabs).
 
     Args:
         results_dir: root of the run store.
@@ -523,4 +577,5 @@ def write_table(
     target.mkdir(parents=True, exist_ok=True)
     table.to_csv(target / "table.csv", index=False)
     (target / "table.md").write_text(format_markdown(table), encoding="utf-8")
+    (target / "table.tex").write_text(format_latex(table), encoding="utf-8")
     return table
