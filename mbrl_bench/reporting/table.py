@@ -522,10 +522,11 @@ def best_rows(table: pd.DataFrame) -> set[int]:
         group = group[group["n_seeds"] > 0]
         if len(group) < 2:
             continue
-        top = group["mean"].idxmax()
-        others = group.drop(index=top)
-        if bool((group.loc[top, "ci_low"] > others["ci_high"]).all()):
-            marked.add(int(top))
+        means = group["mean"].to_numpy(dtype=float)
+        top = int(np.argmax(means))
+        lows, highs = group["ci_low"].to_numpy(dtype=float), group["ci_high"].to_numpy(dtype=float)
+        if bool((lows[top] > np.delete(highs, top)).all()):
+            marked.add(int(group.index[top]))
     return marked
 
 
