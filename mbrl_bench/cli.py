@@ -370,7 +370,7 @@ def diagnostics(
     written = []
     for (suite, env, algo), group in metrics.groupby(["suite", "env", "algo"]):
         if group["eps_m"].notna().any():
-            cols = [c for c in DIAGNOSTICS if c in group.columns]
+            cols = [c for c in DIAGNOSTICS if c in group.columns and group[c].notna().any()]
             name = f"diagnostics_{suite}_{env}_{algo}.png".replace("/", "_")
             written.append(plot_metrics(group, cols, (out or results_dir) / name,
                                         f"{algo} on {env} ({suite})"))
