@@ -235,6 +235,9 @@ def table(
     budgets: Annotated[str | None, typer.Option(
         help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting "
              "budgets).")] = None,
+    reference: Annotated[bool, typer.Option(
+        "--reference", help="Put the published returns (references/published.toml) beside "
+        "ours where task, recipe and budget match.")] = False,
 ) -> None:
     """Sample-efficiency table: mean return and 95% bootstrap interval over seeds at each
     reporting budget, seeds counted, steps to the suite's threshold (CSV, Markdown, LaTeX)."""
@@ -250,7 +253,7 @@ def table(
     _existing_folder(results_dir)
     _writable_folder(out or results_dir, "--out")
     try:
-        t = write_table(results_dir, out, chosen)
+        t = write_table(results_dir, out, chosen, reference)
     except ValueError as e:
         _fail(str(e))
         return

@@ -79,3 +79,22 @@ def test_latex_table_parses_and_marks_best_only_without_overlap(tmp_path: Path) 
     bold = [line for line in body if r"\textbf" in line]
     assert bold and all("Pendulum" in line and "& slbo &" in line for line in bold)
     assert any(r"mbrl\_bench\_PointMass" in line and "& 1 &" in line for line in body)
+
+
+def test_table_reference_puts_published_numbers_beside_ours(tmp_path: Path) -> None:
+    from mbrl_bench.reporting.table import published_references
+
+    refs = published_references()
+    assert all(r.source and r.budget > 0 for r in refs)
+    sac = next(r for r in refs if (r.env_id, r.algo) == ("Pendulum-v1", "sac"))
+    for seed in range(2):
+        write_run(tmp_path, "sac", seed, [1000, 2000, sac.budget], [-900.0, -400.0, -160.0])
+    res = runner.invoke(app, ["table", str(tmp_path), "--budgets", f"2000,{sac.budget}",
+                              "--reference"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "table.md").read_text()
+    row = next(line for line in md.splitlines() if f"| {sac.budget} |" in line)
+    assert row.endswith(f"| {sac.value:.1f} [1] |")
+    assert f"[1] {sac.source}" in md
+    other = next(line for line in md.splitlines() if "| 2000 |" in line)
+    assert other.endswith("| — |")

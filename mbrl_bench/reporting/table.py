@@ -13,11 +13,14 @@ corrupt ``evals.csv`` keeps the run with no evaluation rows; both emit a
 from __future__ import annotations
 
 import json
+import tomllib
 import math
 import os
 import warnings
 import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
@@ -470,10 +473,15 @@ def format_markdown(table: pd.DataFrame) -> str:
 
     Setting columns (any column not in :data:`TABLE_COLUMNS`) follow ``algo``, empty for
     runs without that setting. Numbers have one decimal; the interval is shown as
-    ``mean [lo, hi]``; missing values are shown as an em dash.
+    ``mean [lo, hi]``; missing values are shown as an em dash. A table made with
+    :func:`with_references` ends with a ``published`` column whose sources are footnotes.
     """
-    settings = [c for c in table.columns if c not in TABLE_COLUMNS]
-    header = [*_MD_HEADER[:3], *((k, ":--") for k in settings), *_MD_HEADER[3:]]
+    refs = "published" in table.columns
+    settings = [c for c in table.columns
+                if c not in TABLE_COLUMNS and c not in ("published", "published_source")]
+    header = [*_MD_HEADER[:3], *((k, ":--") for k in settings), *_MD_HEADER[3:],
+              *((("published", "--:"),) if refs else ())]
+    notes: dict[str, int] = {}
     lines = [
         "| " + " | ".join(_text(name) for name, _ in header) + " |",
         "| " + " | ".join(align for _, align in header) + " |",
@@ -499,7 +507,12 @@ def format_markdown(table: pd.DataFrame) -> str:
             _num(row["steps_to_threshold_mean"]),
             str(int(row["failed"])),
         ]
+        if refs:
+            src = row["published_source"]
+            mark = f" [{notes.setdefault(src, len(notes) + 1)}]" if src else ""
+            cells.append(f"{_num(row['published'])}{mark}")
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *(f"[{n}] {_text(src)}" for src, n in notes.items())] if notes else []
     return "\n".join(lines) + "\n"
 
 
@@ -557,11 +570,54 @@ def format_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Published:
+    """A published return for (task, algorithm, budget), shipped as data
+    (``references/published.toml``)."""
+
+    env_id: str
+    algo: str
+    budget: int
+    value: float
+    source: str
+    note: str
+
+
+def published_references(path: str | os.PathLike[str] | None = None) -> list[Published]:
+    """The published returns in ``path`` (default: the ones shipped with the package)."""
+    file = Path(path) if path is not None else Path(
+        str(resources.files("mbrl_bench") / "data" / "references" / "published.toml"))
+    with file.open("rb") as f:
+        entries = tomllib.load(f).get("published", [])
+    try:
+        return [Published(str(e["env_id"]), str(e["algo"]), int(e["budget"]),
+                          float(e["value"]), str(e["source"]), str(e.get("note", "")))
+                for e in entries]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{file}: a [[published]] entry lacks or mistypes {e}") from e
+
+
+def with_references(table: pd.DataFrame, runs: pd.DataFrame,
+                    references: list[Published]) -> pd.DataFrame:
+    """``table`` with ``published`` (value or NaN) and ``published_source`` columns: the
+    published return of the row's task (its runs' env id), recipe and budget."""
+    env_ids = {(r["suite"], r["env"]): r["env_id"] for r in runs.to_dict("records")}
+    by_key = {(p.env_id, p.algo, p.budget): p for p in references}
+    values, sources = [], []
+    for row in table.to_dict("records"):
+        ref = by_key.get((env_ids.get((row["suite"], row["env"])), row["algo"],
+                          int(row["budget"])))
+        values.append(ref.value if ref else math.nan)
+        sources.append(f"{ref.source} ({ref.note})" if ref else "")
+    return table.assign(published=values, published_source=sources)
+
+
 def write_table(
     results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None,
-    budgets: Iterable[int] | None = None,
+    budgets: Iterable[int] | None = None, reference: bool = False,
 ) -> pd.DataFrame:
-    """Load the run store, build the table and write ``table.csv``, ``table.md`` and
+    """Load the run store, build the table (with the published numbers beside ours if
+    ``reference``) and write ``table.csv``, ``table.md`` and
     ``table.tex`` (LaTeX, booktabs).
 
     Args:
@@ -574,6 +630,8 @@ def write_table(
     """
     runs, evals = load_runs(results_dir)
     table = sample_efficiency_table(runs, evals, budgets=budgets)
+    if reference:
+        table = with_references(table, runs, published_references())
     target = Path(results_dir if out_dir is None else out_dir)
     target.mkdir(parents=True, exist_ok=True)
     table.to_csv(target / "table.csv", index=False)
