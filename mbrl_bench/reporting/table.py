@@ -13,9 +13,9 @@ corrupt ``evals.csv`` keeps the run with no evaluation rows; both emit a
 from __future__ import annotations
 
 import json
-import tomllib
 import math
 import os
+import tomllib
 import warnings
 import zlib
 from collections.abc import Iterable
@@ -605,8 +605,8 @@ def with_references(table: pd.DataFrame, runs: pd.DataFrame,
     by_key = {(p.env_id, p.algo, p.budget): p for p in references}
     values, sources = [], []
     for row in table.to_dict("records"):
-        ref = by_key.get((env_ids.get((row["suite"], row["env"])), row["algo"],
-                          int(row["budget"])))
+        env_id = str(env_ids.get((row["suite"], row["env"]), ""))
+        ref = by_key.get((env_id, str(row["algo"]), int(row["budget"])))
         values.append(ref.value if ref else math.nan)
         sources.append(f"{ref.source} ({ref.note})" if ref else "")
     return table.assign(published=values, published_source=sources)
