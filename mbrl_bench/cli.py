@@ -286,6 +286,43 @@ def compare(
     typer.echo(format_comparisons(lines, a, b), nl=False)
 
 
+@app.command("aggregate")
+def aggregate_cmd(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    out: Annotated[Path | None, typer.Option(help="Where to write aggregate.csv / .md "
+                                             "(default: RESULTS_DIR).")] = None,
+) -> None:
+    """Across tasks: IQM, mean, median and optimality gap of normalised scores (0 = random
+    policy, 1 = the published return at the task's last reporting budget) with
+    stratified-bootstrap 95% intervals, per algorithm; complete runs only."""
+    from mbrl_bench.reporting.normalise import (
+        aggregate,
+        format_aggregate,
+        normalised_scores,
+        random_scores,
+        task_scales,
+    )
+    from mbrl_bench.reporting.table import published_references
+
+    _existing_folder(results_dir)
+    _writable_folder(out or results_dir, "--out")
+    runs, evals = _load_runs(results_dir)
+    scales, skipped = task_scales(runs, random_scores(), published_references())
+    scores = normalised_scores(runs, evals, scales)
+    if scores.empty:
+        _fail("no complete run on a task with a random score and a published return at its "
+              f"last reporting budget under {results_dir}"
+              + (f"; not normalised: {'; '.join(skipped)}" if skipped else ""))
+        return
+    table = aggregate(scores)
+    text = format_aggregate(table, skipped)
+    dest = out or results_dir
+    table.to_csv(dest / "aggregate.csv", index=False)
+    (dest / "aggregate.md").write_text(text)
+    typer.echo(text, nl=False)
+    typer.echo(f"\nwritten: {dest / 'aggregate.csv'}, {dest / 'aggregate.md'}")
+
+
 def _load_runs(results_dir: Path) -> tuple[Any, Any]:
     """(runs, evals) of the runs under ``results_dir``, or a clear error and exit code 2."""
     from mbrl_bench.reporting.table import load_runs

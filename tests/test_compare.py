@@ -98,3 +98,48 @@ def test_table_reference_puts_published_numbers_beside_ours(tmp_path: Path) -> N
     assert f"[1] {sac.source}" in md
     other = next(line for line in md.splitlines() if "| 2000 |" in line)
     assert other.endswith("| — |")
+
+
+def _runs_at(tmp_path: Path, env: str, budget: int, algo: str, returns: list[float]) -> None:
+    import json
+
+    for seed, ret in enumerate(returns):
+        d = write_run(tmp_path, algo, seed, [budget // 2, budget], [ret / 2, ret], env=env)
+        meta = json.loads((d / "run.json").read_text())
+        meta.update(budget=budget, reporting_budgets=[budget // 2, budget])
+        (d / "run.json").write_text(json.dumps(meta))
+
+
+def test_normalised_scores_and_aggregates_by_hand(tmp_path: Path) -> None:
+    from mbrl_bench.reporting.normalise import aggregate, normalised_scores, task_scales
+    from mbrl_bench.reporting.table import Published, load_runs
+
+    _runs_at(tmp_path, "Pendulum-v1", 20000, "sac", [-200.0, -600.0])
+    _runs_at(tmp_path, "InvertedPendulum-v5", 20000, "sac", [1000.0, 500.0])
+    _runs_at(tmp_path, "Reacher-v5", 20000, "sac", [-5.0, -6.0])  # no published return
+    runs, evals = load_runs(tmp_path)
+    published = [Published("Pendulum-v1", "sac", 20000, -200.0, "s", ""),
+                 Published("InvertedPendulum-v5", "mbpo", 20000, 1000.0, "s", "")]
+    scales, skipped = task_scales(runs, {"Pendulum-v1": -1000.0, "InvertedPendulum-v5": 0.0,
+                                         "Reacher-v5": -40.0}, published)
+    assert skipped == ["smoke/Reacher-v5 (no published return at 20000)"]
+    scores = normalised_scores(runs, evals, scales)
+    got = sorted(zip(scores["task"], scores["seed"], scores["score"], strict=True))
+    assert got == [("smoke/InvertedPendulum-v5", 0, 1.0), ("smoke/InvertedPendulum-v5", 1, 0.5),
+                   ("smoke/Pendulum-v1", 0, 1.0), ("smoke/Pendulum-v1", 1, 0.5)]
+    table = aggregate(scores, reps=200)
+    row = table.iloc[0]
+    assert (row["tasks"], row["runs"]) == (2, 2)
+    assert row["mean"] == pytest.approx(0.75) and row["median"] == pytest.approx(0.75)
+    assert row["optimality_gap"] == pytest.approx(0.25)
+    assert row["iqm_lo"] <= row["iqm"] <= row["iqm_hi"]
+
+
+def test_bench_aggregate_writes_tables_and_names_left_out_tasks(tmp_path: Path) -> None:
+    _runs_at(tmp_path, "Pendulum-v1", 20000, "sac", [-200.0, -600.0, -157.0])
+    _runs_at(tmp_path, "Reacher-v5", 20000, "sac", [-5.0, -6.0, -7.0])
+    res = runner.invoke(app, ["aggregate", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "| sac | 1 | 3 |" in res.output
+    assert "Not normalised: smoke/Reacher-v5" in res.output
+    assert (tmp_path / "aggregate.csv").exists() and (tmp_path / "aggregate.md").exists()
