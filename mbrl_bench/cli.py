@@ -294,7 +294,8 @@ def aggregate_cmd(
 ) -> None:
     """Across tasks: IQM, mean, median and optimality gap of normalised scores (0 = random
     policy, 1 = the published return at the task's last reporting budget) with
-    stratified-bootstrap 95% intervals, per algorithm; complete runs only."""
+    stratified-bootstrap 95% intervals, per algorithm; complete runs only. Also writes the
+    interval estimates (aggregate.png) and performance profiles (profiles.png)."""
     from mbrl_bench.reporting.normalise import (
         aggregate,
         format_aggregate,
@@ -302,6 +303,7 @@ def aggregate_cmd(
         random_scores,
         task_scales,
     )
+    from mbrl_bench.reporting.plots import plot_aggregate, plot_profiles
     from mbrl_bench.reporting.table import published_references
 
     _existing_folder(results_dir)
@@ -319,8 +321,11 @@ def aggregate_cmd(
     dest = out or results_dir
     table.to_csv(dest / "aggregate.csv", index=False)
     (dest / "aggregate.md").write_text(text)
+    figures = [plot_aggregate(table, dest / "aggregate.png"),
+               plot_profiles(scores, dest / "profiles.png")]
     typer.echo(text, nl=False)
-    typer.echo(f"\nwritten: {dest / 'aggregate.csv'}, {dest / 'aggregate.md'}")
+    typer.echo(f"\nwritten: {dest / 'aggregate.csv'}, {dest / 'aggregate.md'}, "
+               f"{', '.join(str(f) for f in figures)}")
 
 
 def _load_runs(results_dir: Path) -> tuple[Any, Any]:

@@ -143,3 +143,8 @@ def test_bench_aggregate_writes_tables_and_names_left_out_tasks(tmp_path: Path) 
     assert "| sac | 1 | 3 |" in res.output
     assert "Not normalised: smoke/Reacher-v5" in res.output
     assert (tmp_path / "aggregate.csv").exists() and (tmp_path / "aggregate.md").exists()
+    for name in ("aggregate.png", "profiles.png"):  # written and not blank
+        from matplotlib.image import imread
+
+        pixels = imread(tmp_path / name)
+        assert pixels.shape[0] > 100 and float(pixels[..., :3].std()) > 0.01, name

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from mbrl_bench.reporting.aggregate import mean_ci
 
-__all__ = ["plot_curves", "plot_metrics"]
+__all__ = ["algorithm_colors", "plot_aggregate", "plot_curves", "plot_metrics", "plot_profiles"]
 
 _MAX_LEGEND_ENTRIES = 12
 
@@ -195,4 +195,50 @@ def plot_metrics(
         ncols = max(1, min(3, len(labels)))
         fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize="small")
     fig.suptitle(title)
+    return _save(fig, out_path)
+
+
+def algorithm_colors(algos: list[str]) -> dict[str, Any]:
+    """One colour per algorithm, the same in every figure of a results folder (sorted names)."""
+    names = sorted(set(algos))
+    palette = sns.color_palette("husl" if len(names) > 10 else "colorblind", len(names))
+    return dict(zip(names, palette, strict=True))
+
+
+def plot_aggregate(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
+    """Interval estimates of the aggregate statistics (one panel per statistic: IQM, mean,
+    median, optimality gap), one row per algorithm: point and 95% interval.
+
+    ``table``: from :func:`~mbrl_bench.reporting.normalise.aggregate`."""
+    stats = ["iqm", "mean", "median", "optimality_gap"]
+    colors = algorithm_colors(list(table["algo"]))
+    fig, axes = _new_figure(len(stats), (3.2, 0.5 + 0.45 * len(table)))
+    for ax, stat in zip(axes, stats, strict=True):
+        for y, row in enumerate(table.to_dict("records")):
+            c = colors[str(row["algo"])]
+            ax.plot([row[f"{stat}_lo"], row[f"{stat}_hi"]], [y, y], color=c, lw=6, alpha=0.5)
+            ax.plot([row[stat]], [y], "|", color="k", ms=12)
+        ax.set_yticks(range(len(table)), [str(a) for a in table["algo"]])
+        ax.set_title(stat.replace("_", " "))
+        ax.set_xlabel("normalised score")
+        ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out_path)
+
+
+def plot_profiles(scores: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
+    """Performance profiles: fraction of runs x tasks with a normalised score above τ, per
+    algorithm. ``scores``: ``algo, task, seed, score`` rows (normalised scores)."""
+    from mbrl_bench.reporting.aggregate import performance_profile
+
+    colors = algorithm_colors(list(scores["algo"]))
+    hi = max(1.2, float(scores["score"].max()) + 0.1)
+    taus = np.linspace(min(0.0, float(scores["score"].min())), hi, 101)
+    fig, (ax,) = _new_figure(1, (5.0, 3.5))
+    for algo, group in scores.groupby("algo", sort=True):
+        ax.plot(taus, performance_profile(group["score"].to_numpy(), taus),
+                color=colors[str(algo)], label=str(algo), lw=1.5)
+    ax.set_xlabel("normalised score τ")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return _save(fig, out_path)
