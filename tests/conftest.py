@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -108,3 +109,39 @@ def member_indexed_model(
             model.head.bias[:, 0, 3:] = math.log(std**2)
         model.elite_idx.copy_(torch.tensor(elites))
     return model
+
+
+def kill_then_rerun(files: Path, suite_text: str, algo: str, out: str, kill_at_rows: int
+                    ) -> tuple[Path, Any]:
+    """Run ``algo`` on ``suite_text`` with ``bench run`` in a subprocess, kill -9 its process
+    group once its ``evals.csv`` has ``kill_at_rows`` rows, then run the same command again.
+    Returns the run folder and the second run's completed process."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mbrl_bench
+
+    (files / "suites" / "k.toml").write_text(suite_text)
+    cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(files / "suites" /
+           "k.toml"), "--algos", algo, "--out", str(files / out), "--algorithms-dir",
+           str(files / "algorithms"), "--threads", "1"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": str(Path(mbrl_bench.__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    runs = list((files / out / "k").glob(f"*/{algo}/seed_0"))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        runs = list((files / out / "k").glob(f"*/{algo}/seed_0"))
+        evals = runs[0] / "evals.csv" if runs else None
+        if evals is not None and evals.exists() and len(
+                evals.read_text().splitlines()) >= kill_at_rows + 1:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return runs[0], done

@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import member_indexed_model, tiny_suite
+from conftest import kill_then_rerun, member_indexed_model, tiny_suite
 
 from mbrl_bench.envs.make import get_env_state, make_env, set_env_state
 from mbrl_bench.envs.rewards import REWARDS, reward_fn_for
@@ -306,35 +306,9 @@ def test_killed_mpc_run_resumes_to_the_same_rows(pets_files: Any) -> None:
     """Kill -9 a PETS run mid-way (model, buffer, generators, env state and warm start in the
     checkpoint), run the same command again: the rows equal an uninterrupted run's."""
     import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    import mbrl_bench
 
     text = pets_suite(500, 100, env_id="mbrl_bench/PointMass-v0")
-    (pets_files / "suites" / "k.toml").write_text(text)
-    cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(pets_files / "suites" /
-           "k.toml"), "--algos", "fast-pets", "--out", str(pets_files / "killed"),
-           "--algorithms-dir", str(pets_files / "algorithms"), "--threads", "1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(Path(mbrl_bench.__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    run = pets_files / "killed" / "k" / "mbrl_bench_PointMass-v0" / "fast-pets" / "seed_0"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (run / "evals.csv").exists() and len((run / "evals.csv").read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 2 <= len(csv_rows(run / "evals.csv")) < 5
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run, done = kill_then_rerun(pets_files, text, "fast-pets", "killed", kill_at_rows=2)
     assert done.returncode == 0, done.stderr
     assert "resumed at step" in done.stdout
     straight = run_suite(pets_files, text, "straight", algo="fast-pets")

@@ -4,17 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_suite
+from conftest import kill_then_rerun, tiny_suite
 
 from mbrl_bench.buffer import ReplayBuffer
 from mbrl_bench.errors import ConfigError
@@ -275,28 +270,8 @@ def test_slbo_beats_random_actions_on_the_point_mass(slbo_files: Path) -> None:
 def test_killed_slbo_run_resumes_to_the_same_rows(slbo_files: Path) -> None:
     """Kill -9 an SLBO run mid-stage (a checkpoint at every evaluation), run the same command
     again: the rows equal an uninterrupted run's."""
-    import mbrl_bench
-
     text = tiny_suite(500, 50, algorithm="fast-slbo", episodes=2)
-    (slbo_files / "suites" / "k.toml").write_text(text)
-    cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(slbo_files / "suites" /
-           "k.toml"), "--algos", "fast-slbo", "--out", str(slbo_files / "killed"),
-           "--algorithms-dir", str(slbo_files / "algorithms"), "--threads", "1"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(Path(mbrl_bench.__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    run = slbo_files / "killed" / "k" / "mbrl_bench_PointMass-v0" / "fast-slbo" / "seed_0"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (run / "evals.csv").exists() and len((run / "evals.csv").read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 3 <= len(_rows(run / "evals.csv")) < 10
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    run, done = kill_then_rerun(slbo_files, text, "fast-slbo", "killed", kill_at_rows=3)
     assert done.returncode == 0, done.stderr
     assert "resumed at step" in done.stdout
     straight = _run(slbo_files, text, "straight", "fast-slbo")

@@ -161,6 +161,18 @@ def model_return(
     return returns
 
 
+def mean_model_return(model_env: ModelEnv, policy: Any, start_obs: torch.Tensor,
+                      horizon: int) -> float:
+    """Mean of :func:`model_return` over the rows of ``start_obs`` (``N x O``), or NaN when
+    the imagined episode diverges (a non-finite state within ``horizon`` steps, which long
+    open-loop rollouts of a learned model can reach where training rollouts never go): a
+    diagnostic never ends a run."""
+    try:
+        return float(model_return(model_env, policy, start_obs, horizon).mean())
+    except NonFiniteError:
+        return math.nan
+
+
 class BranchedModelData:
     """MBPO's model phase for the policy loop (see the module docstring)."""
 
@@ -267,17 +279,13 @@ class BranchedModelData:
         return (model exploitation). ``generator`` is the caller's own, so this measurement
         does not change the training's random numbers.
 
-        NaN before the first fit, and when the imagined episode diverges (a non-finite state
-        within ``horizon`` steps, which long open-loop rollouts of a learned model can reach
-        where one-step training rollouts never go): a diagnostic never ends a run."""
+        NaN before the first fit, and when the imagined episode diverges
+        (:func:`mean_model_return`)."""
         if not self.fitted_step:
             return math.nan
-        env = ModelEnv(self.model, self.termination_fn, self.reward_fn,
-                       propagation=self.config.propagation, generator=generator)
-        try:
-            return float(model_return(env, agent, start_obs, horizon).mean())
-        except NonFiniteError:
-            return math.nan
+        return mean_model_return(ModelEnv(self.model, self.termination_fn, self.reward_fn,
+                                          propagation=self.config.propagation,
+                                          generator=generator), agent, start_obs, horizon)
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()

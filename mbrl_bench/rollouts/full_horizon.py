@@ -20,7 +20,6 @@ before clipping beside the clipped one the model was given), for an on-policy op
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -29,10 +28,9 @@ import torch
 
 from mbrl_bench.buffer import ReplayBuffer, Trajectories
 from mbrl_bench.config import check
-from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 from mbrl_bench.models.model_env import ModelEnv, RewardFn, TerminationFn
-from mbrl_bench.rollouts.branched import model_return
+from mbrl_bench.rollouts.branched import mean_model_return
 
 
 class RolloutPolicy(Protocol):
@@ -159,12 +157,9 @@ class FullHorizonRollouts:
     def predicted_return(self, policy: Any, start_obs: torch.Tensor, horizon: int,
                          generator: torch.Generator) -> float:
         """Mean return of the deterministic policy in the model from ``start_obs`` (``N x O``,
-        the evaluation episodes' first observations); NaN when
-        the imagined episode diverges (a diagnostic never ends a run). Call it once the
+        the evaluation episodes' first observations); NaN when the imagined episode
+        diverges (:func:`~mbrl_bench.rollouts.branched.mean_model_return`). Call it once the
         model is fitted."""
-        env = ModelEnv(self.model, self.termination_fn, self.reward_fn,
-                       propagation=self.config.propagation, generator=generator)
-        try:
-            return float(model_return(env, policy, start_obs, horizon).mean())
-        except NonFiniteError:
-            return math.nan
+        return mean_model_return(ModelEnv(self.model, self.termination_fn, self.reward_fn,
+                                          propagation=self.config.propagation,
+                                          generator=generator), policy, start_obs, horizon)
