@@ -188,12 +188,16 @@ def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path)
     assert all(json.loads(m.read_text())["status"] == "complete" for m in metas)
 
 
+TWENTY_RANDOM_STEPS = (
+    'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
+    'budget = 20\neval_every = 10\neval_episodes = 1\ninitial_random_steps = 20\n')
+"""A suite of one 20-step point-mass run inside the random phase (seconds, no update)."""
+
+
 def test_a_corrupt_checkpoint_fails_the_run_saying_what_to_do(tmp_path: Path) -> None:
     import json
 
-    (tmp_path / "s.toml").write_text(
-        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
-        'budget = 20\neval_every = 10\neval_episodes = 1\ninitial_random_steps = 20\n')
+    (tmp_path / "s.toml").write_text(TWENTY_RANDOM_STEPS)
     args = ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac", "--out",
             str(tmp_path / "out")]
     run_dir = tmp_path / "out" / "s" / "mbrl_bench_PointMass-v0" / "sac" / "seed_0"
@@ -209,9 +213,7 @@ def test_a_corrupt_checkpoint_fails_the_run_saying_what_to_do(tmp_path: Path) ->
 
 
 def test_diagnostics_with_nothing_to_plot_is_an_error(tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text(
-        'description = "d"\nseeds = [0]\n[[envs]]\nid = "mbrl_bench/PointMass-v0"\n'
-        'budget = 20\neval_every = 10\neval_episodes = 1\ninitial_random_steps = 20\n')
+    (tmp_path / "s.toml").write_text(TWENTY_RANDOM_STEPS)
     args = ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "mbpo", "--out",
             str(tmp_path / "out")]
     assert runner.invoke(app, args).exit_code == 0  # budget inside the random phase: no refit

@@ -156,10 +156,10 @@ def _noise(cfg: StageLoopConfig, own: _Own, rng: np.random.Generator, shape: tup
     return own.noise
 
 
-def _ended(real: ReplayBuffer, data: Batch) -> torch.Tensor:
-    """``N``: 1 where a stored transition ends its trajectory (termination, time limit, or
-    the newest row, whose episode is still running)."""
-    ended = ((data.terminated + real.truncated()) > 0).float()
+def _ended(data: Batch, truncated: torch.Tensor) -> torch.Tensor:
+    """``N``: 1 where a stored transition (``data``, its ``truncated`` flags ``N``) ends its
+    trajectory (termination, time limit, or the newest row, whose episode is still running)."""
+    ended = ((data.terminated + truncated) > 0).float()
     ended[-1] = 1.0
     return ended
 
@@ -173,7 +173,7 @@ def _train_on_real(c: Components, own: _Own, real: ReplayBuffer) -> None:
     if n == 0:
         return
     data = real.all()
-    ended = _ended(real, data)
+    ended = _ended(data, real.truncated())
     stage = Batch(*(x[-n:] for x in data))
     traj = Trajectories(stage.obs, torch.as_tensor(np.stack(own.stage_raw)), stage.rew,
                         stage.next_obs, stage.terminated, ended[-n:])
@@ -187,14 +187,14 @@ def _train_on_model(c: Components, cfg: StageLoopConfig, own: _Own, real: Replay
     """Diagnose, then alternate model fits and policy iterations on model rollouts."""
     agent, trainer, rollout = c.optimizer, c.trainer, c.rollout
     t = time.perf_counter()
-    data = real.all()
-    ended = _ended(real, data)
+    data, truncated = real.all(), real.truncated()
+    ended = _ended(data, truncated)
     new = min(cfg.steps_per_stage, len(real))
     newest = Batch(*(x[-new:] for x in data))
     if own.stage > 0:  # the model has not seen the stage's data yet: out-of-sample errors
         ev = trainer.evaluate(newest.obs, newest.act, newest.next_obs, newest.rew)
         own.last["eps_m"] = float(ev["elite_mse"])
-        errors = compounding_error(c.model, newest, real.truncated()[-new:],
+        errors = compounding_error(c.model, newest, truncated[-new:],
                                    rollout.config.compounding_horizon)
         for h in (1, 2, 5, 10):
             own.last[f"compounding_mse_h{h}"] = errors[h - 1] if h <= len(errors) else math.nan
