@@ -88,9 +88,13 @@ def run(
     env: Annotated[str | None, typer.Option(
         help="Only environments whose name or id matches this glob or substring.")] = None,
     workers: Annotated[int, typer.Option(help="Runs in parallel (local processes).")] = 1,
-    executor: Annotated[str, typer.Option(help="local or ray (RAY_ADDRESS selects the "
-                                          "cluster; --out must be on a shared filesystem).")
-                        ] = "local",
+    executor: Annotated[str, typer.Option(
+        help="local, or ray: each run a Ray task on the cluster at --address; --out must then "
+        "be a folder every node sees (a shared filesystem), and a run lost with its node is "
+        "retried and resumes from its last checkpoint.")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="The Ray cluster (host:port of its head; default $RAY_ADDRESS, else a Ray "
+        "instance started on this machine).")] = None,
     threads: Annotated[int | None, typer.Option(
         help="Torch threads per run (default: $OMP_NUM_THREADS, else cores / workers).")] = None,
     set_: SetOptions = None,
@@ -109,6 +113,8 @@ def run(
 
     if executor not in ("local", "ray"):
         raise typer.BadParameter("--executor must be local or ray")
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address is the Ray cluster's: give --executor ray with it")
     if workers < 1:
         raise typer.BadParameter("--workers must be at least 1")
     if threads is not None and threads < 1:
@@ -130,7 +136,7 @@ def run(
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")
         outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
-                           retry_failed=retry_failed)
+                           retry_failed=retry_failed, address=address)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return
@@ -138,9 +144,10 @@ def run(
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
         if o.error:
-            typer.secho(f"{o.run_id} failed: {o.error.splitlines()[0]}", fg=typer.colors.RED)
+            typer.secho(f"{o.run_id} {o.status}: {o.error.splitlines()[0]}",
+                        fg=typer.colors.RED)
     typer.echo("done: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    if counts.get("failed"):
+    if counts.get("failed") or counts.get("lost"):
         raise typer.Exit(1)
     if counts.get("busy"):
         typer.secho(f"{counts['busy']} run(s) are being run by another live process (their "

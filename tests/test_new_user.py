@@ -146,9 +146,12 @@ def _running(pid: str) -> bool:
     return stat.split(")")[-1].split()[0] != "Z"
 
 
-def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path) -> None:
-    """`--workers 2`, then `kill -9` of `bench run`: the workers die with it (no orphan holds a
-    run's lock), and the same command afterwards resumes and completes both runs."""
+def test_a_killed_worker_is_reported_lost_and_workers_die_with_a_killed_parent(
+        tmp_path: Path) -> None:
+    """`--workers 2`: `kill -9` of one worker makes `bench run` report its runs lost (exit 1,
+    one line each, saying to run it again); `kill -9` of `bench run` itself takes its workers
+    with it (no orphan holds a run's lock); the same command afterwards resumes and completes
+    both runs."""
     import json
     import os
     import signal
@@ -167,11 +170,30 @@ def test_workers_die_with_a_killed_parent_and_the_rerun_finishes(tmp_path: Path)
            "--out", str(out)]
     metas = [out / "s" / "mbrl_bench_PointMass-v0" / "r" / f"seed_{s}" / "run.json"
              for s in (0, 1)]
+
+    def running(attempt: int) -> dict:
+        """run.json of a run that is running its ``attempt``-th attempt."""
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            for m in metas:
+                try:
+                    meta = json.loads(m.read_text())
+                except (OSError, ValueError):
+                    continue
+                if meta["attempts"] == attempt and meta["status"] == "running":
+                    return meta
+            time.sleep(0.1)
+        raise AssertionError(f"no run started attempt {attempt}: "
+                             f"{[m.read_text() for m in metas if m.exists()]}")
+
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    os.kill(running(1)["pid"], signal.SIGKILL)
+    output = first.communicate(timeout=120)[0]
+    assert first.returncode == 1, output
+    assert "lost: a worker process died" in output and "Traceback" not in output, output
+
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not all(m.exists() for m in metas) and time.time() < deadline:
-        time.sleep(0.2)
-    assert all(m.exists() for m in metas), "the runs did not start"
+    running(2)
     children = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
                               text=True).stdout.split()
     os.kill(parent.pid, signal.SIGKILL)

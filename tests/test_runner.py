@@ -96,7 +96,7 @@ def test_killed_run_resumes_to_the_same_rows(files: Path) -> None:
     """Kill -9 a running suite mid-way, run the same command again: the rows equal an
     uninterrupted run's, with none lost or duplicated."""
     suite = files / "suites" / "t.toml"
-    suite.write_text(tiny_suite(1600, 200))
+    suite.write_text(tiny_suite(800, 100))
     cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(suite), "--out",
            str(files / "killed"), "--algorithms-dir", str(files / "algorithms")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -118,7 +118,7 @@ def test_killed_run_resumes_to_the_same_rows(files: Path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "resumed at step" in done.stdout
-    specs = specs_for(files, tiny_suite(1600, 200))
+    specs = specs_for(files, tiny_suite(800, 100))
     run_all(specs, files / "straight", progress=lambda s: None)
     straight = run_dir(files / "straight")
     resumed = run_dir(files / "killed")

@@ -11,10 +11,12 @@ import fcntl
 import fnmatch
 import multiprocessing
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -37,13 +39,17 @@ from mbrl_bench.spec import EnvEntry, Recipe, Suite, load_recipe
 from mbrl_bench.sweep import SetOption, Settings, sweep_points
 
 Executor = Literal["local", "ray"]
+LOST_WORKER = ("a worker process died (killed, or out of memory) and the process pool ended "
+               "with it; run the same command again to resume from the last checkpoint")
 MODEL_KINDS = ("model", "rollout", "planner")
 
 
 @dataclass(frozen=True)
 class Outcome:
     run_id: str
-    status: str  # complete | skipped | failed | interrupted | busy (held by another process)
+    status: str
+    """complete | skipped | failed | interrupted | busy (held by another process) | lost (its
+    worker process or Ray node died; the same command again resumes it)"""
     error: str | None = None
 
 
@@ -204,16 +210,25 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
 
 
 def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print,
-                retry_failed: bool = False) -> Outcome:
-    """Run (or resume, or skip) one run, recording its status and any error in ``run.json``."""
+                retry_failed: bool = False, lock_wait_s: float = 0.0) -> Outcome:
+    """Run (or resume, or skip) one run, recording its status and any error in ``run.json``.
+
+    The run's lock is taken without waiting, or for up to ``lock_wait_s`` seconds (a Ray task
+    retried after its node was lost waits for the lost process's lock to be released).
+    """
     store = RunStore(spec.run_dir(out))
     store.dir.mkdir(parents=True, exist_ok=True)
     with (store.dir / LOCK_FILE).open("a") as lock:
-        try:  # one process per run: another `bench run` on the same folder skips it
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"{spec.run_id}: running in another process; skipped here")
-            return Outcome(spec.run_id, "busy")
+        deadline = time.monotonic() + lock_wait_s
+        while True:  # one process per run: another `bench run` on the same folder skips it
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    progress(f"{spec.run_id}: running in another process; skipped here")
+                    return Outcome(spec.run_id, "busy")
+                time.sleep(0.5)
         return _execute_locked(spec, store, progress, retry_failed)
 
 
@@ -240,6 +255,7 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         **spec.meta(), "status": "running",
         "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
         "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
+        "host": socket.gethostname(), "pid": os.getpid(),
         "versions": versions(), "code_version": code_version(),
         "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
     })
@@ -278,27 +294,29 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False) -> Outcome:
+def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
+            lock_wait_s: float = 0.0) -> Outcome:
     import torch
 
     torch.set_num_threads(threads)
     return execute_run(spec, out, progress=lambda s: print(s, flush=True),
-                       retry_failed=retry_failed)
+                       retry_failed=retry_failed, lock_wait_s=lock_wait_s)
 
 
 def run_all(
     specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
     threads: int | None = None, progress: Callable[[str], None] = print,
-    retry_failed: bool = False,
+    retry_failed: bool = False, address: str | None = None,
 ) -> list[Outcome]:
-    """Execute ``specs``; a failed run is recorded and the others go on."""
+    """Execute ``specs``; a failed run is recorded and the others go on. ``address`` is the
+    Ray cluster's (``executor="ray"``; default ``$RAY_ADDRESS``, else a local Ray instance)."""
     preflight(specs, out)
     cores = os.cpu_count() or 1
     # one thread pool per core at most: oversubscribed OpenMP threads spin and slow runs 5-10x
     env_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     threads = threads or env_threads or max(1, cores // max(workers, 1))
     if executor == "ray":
-        return _run_ray(specs, out, threads, retry_failed)
+        return _run_ray(specs, out, threads, retry_failed, address, progress)
     if workers <= 1:
         import torch
 
@@ -308,20 +326,71 @@ def run_all(
     outcomes = []
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_worker, s, out, threads, retry_failed) for s in specs]
+        futures = {pool.submit(_worker, s, out, threads, retry_failed): s for s in specs}
         for f in as_completed(futures):
-            outcomes.append(f.result())
+            try:
+                outcomes.append(f.result())
+            except BrokenProcessPool:  # a worker was killed: the pool ends every run it had
+                outcomes.append(Outcome(futures[f].run_id, "lost", LOST_WORKER))
     order = {s.run_id: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.run_id])
 
 
-def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bool
-             ) -> list[Outcome]:
+RAY_TASK_RETRIES = 5
+"""Times a run's Ray task is rerun after its worker or node is lost (each resumes the run from
+its last checkpoint); a run that raises is recorded as failed and not retried."""
+RAY_LOCK_WAIT_S = 180.0
+"""How long a Ray task waits for a run's lock: a lost node's process may hold it until it is
+killed (on a shared filesystem, until the file server sees the node gone)."""
+
+
+def _probe(address: str, timeout_s: float = 5.0) -> None:
+    """A one-line error at once if nothing listens at a ``host:port`` address (Ray itself
+    retries for minutes); ``auto`` and ``ray://`` addresses are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError("--address", address, f"no Ray cluster answers there ({e}); start "
+                          "one with `ray start --head` (see the README, On a cluster)") from e
+
+
+def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bool,
+             address: str | None, progress: Callable[[str], None]) -> list[Outcome]:
+    """Each run a Ray task asking for ``threads`` CPUs; ``out`` must be on a filesystem every
+    node sees (the runs' locks, checkpoints and rows are files there)."""
     try:
         import ray
+        from ray.exceptions import RayError
     except ImportError as e:
         raise ConfigError("--executor", "ray", "Ray is not installed: pip install "
                           "'mbrl-bench[ray]' (and start or join a cluster)") from e
-    ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True)
-    remote = ray.remote(num_cpus=threads)(_worker)
-    return list(ray.get([remote.remote(s, out, threads, retry_failed) for s in specs]))
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        _probe(address)
+    try:
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=True)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise ConfigError("--address", str(address), f"no Ray cluster answers there "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    remote = ray.remote(num_cpus=threads, max_retries=RAY_TASK_RETRIES,
+                        retry_exceptions=False)(_worker)
+    pending = {remote.remote(s, out.resolve(), threads, retry_failed,  # type: ignore[call-arg]
+                             RAY_LOCK_WAIT_S): s
+               for s in specs}
+    outcomes: dict[str, Outcome] = {}
+    while pending:
+        [ref], _ = ray.wait(list(pending), num_returns=1)
+        spec = pending.pop(ref)
+        try:
+            outcomes[spec.run_id] = ray.get(ref)
+        except RayError as e:  # its worker or node was lost more than RAY_TASK_RETRIES times
+            line = str(e).strip().splitlines()[0][:300]
+            progress(f"{spec.run_id}: LOST: {type(e).__name__}: {line}")
+            outcomes[spec.run_id] = Outcome(
+                spec.run_id, "lost", f"lost {RAY_TASK_RETRIES + 1} times with its Ray worker "
+                f"({type(e).__name__}: {line}); run the same command again to resume from its "
+                "last checkpoint")
+    return [outcomes[s.run_id] for s in specs]

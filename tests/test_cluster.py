@@ -1,0 +1,129 @@
+"""The Ray executor on a real cluster: a head and two worker nodes started as separate
+processes on this machine (Ray's ``cluster_utils.Cluster``), the smoke suite run through
+``bench run --executor ray``, and one worker node killed in the middle of the suite.
+
+The smoke suite's rows must equal the local executor's: its golden files are the local
+executor's rows (``tests/test_golden.py`` checks that), and where this CPU has none, the suite
+is run locally here for comparison.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from golden_runs import GOLDEN_DIR, read_rows, signature
+from typer.testing import CliRunner
+
+from mbrl_bench.cli import app
+
+ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip install -e '.[ray]'")
+
+
+def _parent(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[1])
+
+
+def _node_of(pid: int, nodes: list[Any]) -> Any:
+    """The cluster node whose raylet started the worker process ``pid``."""
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in nodes}
+    chain = [pid]
+    while chain[-1] > 1:
+        if chain[-1] in raylets:
+            return raylets[chain[-1]]
+        chain.append(_parent(chain[-1]))
+    raise AssertionError(f"the running worker belongs to no worker node ({chain}, {raylets})")
+
+
+def _running_with_checkpoint(out: Path) -> dict[str, Any] | None:
+    """``run.json`` of a run on its first attempt that has written a checkpoint."""
+    for ck in sorted(out.rglob("checkpoint.pt")):
+        try:
+            meta = json.loads((ck.parent / "run.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if meta.get("status") == "running" and meta.get("attempts") == 1:
+            return {**meta, "dir": ck.parent}
+    return None
+
+
+def _local_rows(out: Path) -> Path:
+    """The smoke suite's rows from the local executor: the golden files, or a local run."""
+    golden = GOLDEN_DIR / signature() / "smoke"
+    if golden.is_dir():
+        return golden
+    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--threads", "1", "--out",
+                                   str(out)])
+    assert res.exit_code == 0, res.output
+    return out / "smoke"
+
+
+@pytest.mark.timeout(600)
+def test_the_smoke_suite_on_a_ray_cluster_survives_a_lost_node(tmp_path: Path) -> None:
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    try:
+        nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+        out = tmp_path / "ray"
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "mbrl_bench", "run", "--suite", "smoke", "--executor", "ray",
+             "--address", cluster.address, "--threads", "1", "--out", str(out)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        victim, killed = None, False
+        deadline = time.monotonic() + 400
+        while driver.poll() is None and time.monotonic() < deadline:
+            victim = victim or _running_with_checkpoint(out)
+            if victim is not None and not killed:
+                node = _node_of(victim["pid"], nodes)
+                cluster.remove_node(node, allow_graceful=False)  # its raylet and workers die
+                cluster.add_node(num_cpus=1)
+                killed = True
+            time.sleep(0.1)
+        output = driver.communicate(timeout=60)[0]
+    finally:
+        cluster.shutdown()
+    assert victim is not None, "no run reached a checkpoint while the suite ran:\n" + output
+    assert driver.returncode == 0, output
+    assert "done: 11 complete" in output, output
+    lost = victim["dir"]
+    meta = json.loads((lost / "run.json").read_text())
+    assert meta["status"] == "complete" and meta["attempts"] == 2, meta
+    assert f"{lost.relative_to(out)}: resumed at step" in output
+
+    local = _local_rows(tmp_path / "local")
+    runs = sorted(p.parent for p in (out / "smoke").rglob("run.json"))
+    assert len(runs) == 11
+    for run_dir in runs:
+        for name in ("evals.csv", "metrics.csv"):
+            got = read_rows(run_dir / name)
+            rel = run_dir.relative_to(out / "smoke")  # <env>/<algo>/seed_0
+            want_dir = local / rel if (local / rel).is_dir() else local / rel.parent  # golden
+            want = read_rows(want_dir / name)
+            assert got == want, f"{run_dir.relative_to(out)}/{name} differs from the local run"
+            steps = [r["env_step"] for r in got]
+            assert len(steps) == len(set(steps)), f"{run_dir}/{name}: a row is duplicated"
+
+
+def test_an_address_where_no_cluster_answers_is_one_line(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--executor", "ray", "--address",
+                                   "127.0.0.1:1", "--steps", "10", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "error: --address: 127.0.0.1:1: no Ray cluster answers there" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_an_address_needs_the_ray_executor(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--address", "127.0.0.1:1",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "give --executor ray" in res.output
