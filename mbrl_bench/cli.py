@@ -437,7 +437,8 @@ def status(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
 ) -> None:
     """Where each run under RESULTS_DIR stands: complete, running (a live process holds its
-    lock), died (marked running, but no process holds it: rerun the suite to resume it),
+    lock; host:pid shown), died (marked running, but no process holds it: rerun the suite to
+    resume it),
     interrupted, or failed with its error; and its last env step with a row."""
     from mbrl_bench.runner.store import RUN_FILE, run_status
 
@@ -450,6 +451,7 @@ def status(
         counts[st.status] = counts.get(st.status, 0) + 1
         step = "-" if st.env_step is None else str(st.env_step)
         typer.echo(f"{st.status:<12} {step:>8}  {run_dir.relative_to(results_dir)}"
+                   + (f"  (process {st.process})" if st.process else "")
                    + (f"  {st.error}" if st.error else ""))
     typer.echo("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
 

@@ -252,18 +252,21 @@ def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> N
                                 ("c", "running", None), ("d", "running", None)):
         d = out / "s" / "env" / name / "seed_0"
         d.mkdir(parents=True)
-        (d / "run.json").write_text(json.dumps({"status": status, "error": error}))
+        (d / "run.json").write_text(json.dumps({"status": status, "error": error,
+                                                "host": "node1", "pid": 4200 + ord(name)}))
         (d / "evals.csv").write_text("env_step,return_mean\n100,1.0\n200,2.0\n")
         (d / ".lock").touch()
     with (out / "s" / "env" / "d" / "seed_0" / ".lock").open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live process running run d
         res = runner.invoke(app, ["status", str(out)])
     assert res.exit_code == 0, res.output
-    lines = {line.split()[-1] if "Error" not in line else line.split()[2]: line.split()[:2]
-             for line in res.output.splitlines() if line.startswith(("complete", "failed",
+    lines = {line.split()[2]: line.split()[:2] for line in res.output.splitlines() if line.startswith(("complete", "failed",
                                                                       "died", "running"))}
     assert lines == {"s/env/a/seed_0": ["complete", "200"], "s/env/b/seed_0": ["failed", "200"],
                      "s/env/c/seed_0": ["died", "200"], "s/env/d/seed_0": ["running", "200"]}
+    assert "s/env/c/seed_0  (process node1:4299)" in res.output  # the process that died
+    assert "s/env/d/seed_0  (process node1:4300)" in res.output
+    assert "s/env/a/seed_0  (process" not in res.output
     assert "NonFiniteError: x" in res.output and "total: 1 complete, 1 died, 1 failed, " \
         "1 running" in res.output
     assert runner.invoke(app, ["status", str(tmp_path / "empty")]).exit_code == 2

@@ -217,6 +217,8 @@ class RunStatus:
     env_step: int | None
     """The last env step with a row in evals.csv or metrics.csv (None: no row yet)."""
     error: str | None = None
+    process: str | None = None
+    """``host:pid`` of the process that last ran it (running and died runs)."""
 
 
 def run_status(run_dir: Path) -> RunStatus:
@@ -232,8 +234,10 @@ def run_status(run_dir: Path) -> RunStatus:
     if status == "running" and not _lock_held(run_dir / LOCK_FILE):
         status = "died"
     error = meta.get("error")
+    process = (f"{meta.get('host', '?')}:{meta['pid']}"
+               if status in ("running", "died") and meta.get("pid") else None)
     return RunStatus(run_dir, status, max(steps) if steps else None,
-                     str(error).splitlines()[0] if error else None)
+                     str(error).splitlines()[0] if error else None, process)
 
 
 def _lock_held(path: Path) -> bool:
