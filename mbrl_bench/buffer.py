@@ -29,7 +29,8 @@ class ReplayBuffer:
     ``truncated`` are stored separately; only ``terminated`` stops bootstrapping.
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, capacity: int) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int,
+                 device: str | torch.device = "cpu") -> None:
         if capacity <= 0:
             raise ValueError(f"capacity must be positive, got {capacity}")
         self.obs_dim, self.act_dim, self.capacity = obs_dim, act_dim, capacity
@@ -39,7 +40,7 @@ class ReplayBuffer:
             "next_obs": slice(o + a + 1, 2 * o + a + 1), "terminated": 2 * o + a + 1,
             "truncated": 2 * o + a + 2,
         }
-        self.data = torch.zeros(capacity, 2 * o + a + 3)
+        self.data = torch.zeros(capacity, 2 * o + a + 3, device=device)
         self.size = 0
         self.pos = 0
 
@@ -47,15 +48,15 @@ class ReplayBuffer:
         return self.size
 
     def _rows(self, obs: Any, act: Any, rew: Any, next_obs: Any, term: Any, trunc: Any) -> Any:
-        n = obs.shape[0]
+        n, dev = obs.shape[0], self.data.device
         return torch.cat(
             [
-                torch.as_tensor(obs, dtype=torch.float32).reshape(n, -1),
-                torch.as_tensor(act, dtype=torch.float32).reshape(n, -1),
-                torch.as_tensor(rew, dtype=torch.float32).reshape(n, 1),
-                torch.as_tensor(next_obs, dtype=torch.float32).reshape(n, -1),
-                torch.as_tensor(term, dtype=torch.float32).reshape(n, 1),
-                torch.as_tensor(trunc, dtype=torch.float32).reshape(n, 1),
+                torch.as_tensor(obs, dtype=torch.float32, device=dev).reshape(n, -1),
+                torch.as_tensor(act, dtype=torch.float32, device=dev).reshape(n, -1),
+                torch.as_tensor(rew, dtype=torch.float32, device=dev).reshape(n, 1),
+                torch.as_tensor(next_obs, dtype=torch.float32, device=dev).reshape(n, -1),
+                torch.as_tensor(term, dtype=torch.float32, device=dev).reshape(n, 1),
+                torch.as_tensor(trunc, dtype=torch.float32, device=dev).reshape(n, 1),
             ],
             dim=1,
         )
@@ -73,7 +74,7 @@ class ReplayBuffer:
         n = obs.shape[0]
         if n == 0:
             return
-        trunc = torch.zeros(n) if truncated is None else truncated
+        trunc = torch.zeros(n, device=self.data.device) if truncated is None else truncated
         rows = self._rows(obs, act, rew, next_obs, terminated, trunc)[-self.capacity :]
         n = rows.shape[0]
         end = self.pos + n
@@ -90,11 +91,11 @@ class ReplayBuffer:
         self, obs: Any, act: Any, rew: float, next_obs: Any, terminated: bool, truncated: bool
     ) -> None:
         """Add one transition (arrays of shape ``O`` / ``A``): the hot path of a real env step."""
-        row = self.data[self.pos]
+        row, dev = self.data[self.pos], self.data.device
         c = self._cols
-        row[c["obs"]] = torch.as_tensor(obs)
-        row[c["act"]] = torch.as_tensor(act)
-        row[c["next_obs"]] = torch.as_tensor(next_obs)
+        row[c["obs"]] = torch.as_tensor(obs, device=dev)
+        row[c["act"]] = torch.as_tensor(act, device=dev)
+        row[c["next_obs"]] = torch.as_tensor(next_obs, device=dev)
         row[c["rew"]] = rew
         row[c["terminated"]] = float(terminated)
         row[c["truncated"]] = float(truncated)
@@ -110,8 +111,9 @@ class ReplayBuffer:
         """``batch_size`` transitions drawn uniformly with replacement."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty buffer")
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator)
-        return self._batch(self.data[idx])
+        idx = torch.randint(0, self.size, (batch_size,), generator=generator,
+                            device=generator.device)
+        return self._batch(self.data[idx.to(self.data.device)])
 
     def get(self, idx: torch.Tensor) -> Batch:
         """Transitions at positions ``idx`` (``B``)."""

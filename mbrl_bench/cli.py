@@ -92,6 +92,12 @@ def run(
         help="local, or ray: each run a Ray task on the cluster at --address; --out must then "
         "be a folder every node sees (a shared filesystem), and a run lost with its node is "
         "retried and resumes from its last checkpoint.")] = "local",
+    device: Annotated[str, typer.Option(
+        help="auto (a GPU when there is one), cpu, cuda or cuda:N: where every part of each "
+        "run lives. A run resumes only on the kind of device it started on.")] = "auto",
+    runs_per_gpu: Annotated[int, typer.Option(
+        help="Runs at once on each GPU (local: GPUs x this many workers; Ray: each run asks "
+        "for 1/this of a GPU).")] = 1,
     address: Annotated[str | None, typer.Option(
         help="The Ray cluster (host:port of its head; default $RAY_ADDRESS, else a Ray "
         "instance started on this machine).")] = None,
@@ -136,7 +142,8 @@ def run(
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")
         outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
-                           retry_failed=retry_failed, address=address)
+                           retry_failed=retry_failed, address=address, device=device,
+                           runs_per_gpu=runs_per_gpu)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return

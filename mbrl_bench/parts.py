@@ -200,14 +200,14 @@ def _register_all() -> None:
     MODELS.add(
         "pe", "Probabilistic ensemble: Gaussian heads on Δstate and reward, elites, early stopping",
         ProbabilisticEnsembleConfig,
-        lambda obs_dim, act_dim, cfg, generator: ProbabilisticEnsemble(
-            obs_dim, act_dim, cfg, generator=generator),
+        lambda obs_dim, act_dim, cfg, generator, device="cpu": ProbabilisticEnsemble(
+            obs_dim, act_dim, cfg, device, generator=generator),
     )
     MODELS.add(
         "deterministic", "Deterministic MLP ensemble (MSE), same interface as pe",
         ProbabilisticEnsembleConfig,
-        lambda obs_dim, act_dim, cfg, generator: ProbabilisticEnsemble(
-            obs_dim, act_dim, replace(cfg, deterministic=True), generator=generator),
+        lambda obs_dim, act_dim, cfg, generator, device="cpu": ProbabilisticEnsemble(
+            obs_dim, act_dim, replace(cfg, deterministic=True), device, generator=generator),
     )
     OPTIMIZERS.add(
         "q-learning", "Tabular Q-learning: ε-greedy with random tie-breaking, one-step updates",

@@ -13,6 +13,7 @@ import pytest
 import torch
 from golden_runs import GOLDEN_DIR, read_rows, run_golden, signature
 
+from mbrl_bench.runner.execute import CHECK_DEVICE_ENV
 from mbrl_bench.spec import available
 
 
@@ -52,8 +53,12 @@ def test_runs_reproduce_the_golden_files(golden_runs: dict[str, Path]) -> None:
 
 
 def test_same_seed_twice_gives_the_same_rows_for_every_shipped_recipe(
-    golden_runs: dict[str, Path], tmp_path: Path
+    golden_runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The second time with torch's default device set to ``meta`` inside every loop
+    (``execute.CHECK_DEVICE_ENV``): equal rows also show that no loop or part creates a tensor
+    off the run's device (such a tensor would be a meta tensor and fail the run)."""
+    monkeypatch.setenv(CHECK_DEVICE_ENV, "1")
     threads = torch.get_num_threads()
     try:
         again = run_golden(tmp_path, smoke=False)

@@ -260,8 +260,8 @@ def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> N
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a live process running run d
         res = runner.invoke(app, ["status", str(out)])
     assert res.exit_code == 0, res.output
-    lines = {line.split()[2]: line.split()[:2] for line in res.output.splitlines() if line.startswith(("complete", "failed",
-                                                                      "died", "running"))}
+    lines = {line.split()[2]: line.split()[:2] for line in res.output.splitlines()
+             if line.startswith(("complete", "failed", "died", "running"))}
     assert lines == {"s/env/a/seed_0": ["complete", "200"], "s/env/b/seed_0": ["failed", "200"],
                      "s/env/c/seed_0": ["died", "200"], "s/env/d/seed_0": ["running", "200"]}
     assert "s/env/c/seed_0  (process node1:4299)" in res.output  # the process that died

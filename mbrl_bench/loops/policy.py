@@ -96,7 +96,8 @@ PHASE_KEYS = ("env_s", "model_s", "update_s")
 class _Own:
     """The loop's own state between steps (checkpointed with the scaffold's)."""
 
-    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(UPDATE_KEYS)))
+    sums: torch.Tensor
+    """Sums of the update diagnostics since the last row (on the run's device)."""
     n_updates: int = 0
     recent_returns: list[float] = field(default_factory=list)
     phase_s: list[float] = field(default_factory=lambda: [0.0] * len(PHASE_KEYS))
@@ -112,8 +113,8 @@ def run_policy_loop(
     sc = Scaffold(c, store, progress, parts={"optimizer": agent, "buffer": real,
                                              "model_phase": model_phase})
     ckpt = sc.start()
-    own = _Own() if ckpt is None else _Own(ckpt["sums"], ckpt["n_updates"],
-                                           list(ckpt["recent_returns"]))
+    own = (_Own(torch.zeros(len(UPDATE_KEYS), device=c.device)) if ckpt is None
+           else _Own(ckpt["sums"].to(c.device), ckpt["n_updates"], list(ckpt["recent_returns"])))
     while sc.step < sc.budget:
         # --- collect
         t_phase = time.perf_counter()
@@ -185,7 +186,8 @@ def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> Callable[[
         diag = c.model_phase.diagnostics(sc.step, c.optimizer)
         row.update({k: diag.get(k, math.nan) for k in c.model_phase.metric_keys})
     store.append_metrics(row)
-    own.sums, own.n_updates, own.recent_returns = torch.zeros(len(UPDATE_KEYS)), 0, []
+    own.sums, own.n_updates, own.recent_returns = (
+        torch.zeros(len(UPDATE_KEYS), device=c.device), 0, [])
     own.phase_s = [0.0] * len(PHASE_KEYS)
     return lambda: (f"{c.run_id}: step {row['env_step']}/{sc.budget}  train return "
                     f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  {sps:.0f} steps/s")
@@ -200,5 +202,6 @@ def _evaluate(c: Components, sc: Scaffold, store: RunRecord) -> None:
     if c.model_phase is not None:  # model exploitation: the same policy and starts, in the model
         horizon = getattr(c.eval_env.spec, "max_episode_steps", None) or 1000
         row["model_return_mean"] = c.model_phase.predicted_return(
-            c.optimizer, torch.as_tensor(starts), horizon, torch.Generator().manual_seed(seeds[0]))
+            c.optimizer, torch.as_tensor(starts, device=c.device), horizon,
+            torch.Generator().manual_seed(seeds[0]))
     store.append_eval(row)

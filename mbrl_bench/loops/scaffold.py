@@ -54,6 +54,9 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+CPU = torch.device("cpu")
+
+
 @dataclass
 class Components:
     """Everything a loop needs, built by the composition root (``runner/compose.py``) in
@@ -85,6 +88,8 @@ class Components:
     """The stage loop's full-horizon rollout scheme (model-based stage recipes)."""
     model_buffer: Any = None
     """The stage loop's buffer of model transitions for an off-policy optimizer."""
+    device: torch.device = CPU
+    """Where every part lives and computes (``--device``)."""
 
 
 def eval_seeds(run_seed: int, env_step: int, episodes: int) -> list[int]:

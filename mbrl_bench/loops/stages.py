@@ -112,7 +112,8 @@ def run_stage_loop(
             raw = c.np_rng.uniform(space.low, space.high).astype(np.float32)
             action = raw.astype(space.dtype)
         else:
-            raw = agent.sample_batch(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=c.device)[None]
+            raw = agent.sample_batch(obs_t)[0].cpu().numpy()
             action = (raw + _noise(cfg, own, c.np_rng, raw.shape) * half_range).astype(
                 space.dtype)
             action = np.clip(action, space.low, space.high)
@@ -175,7 +176,8 @@ def _train_on_real(c: Components, own: _Own, real: ReplayBuffer) -> None:
     data = real.all()
     ended = _ended(data, real.truncated())
     stage = Batch(*(x[-n:] for x in data))
-    traj = Trajectories(stage.obs, torch.as_tensor(np.stack(own.stage_raw)), stage.rew,
+    traj = Trajectories(stage.obs, torch.as_tensor(np.stack(own.stage_raw), device=c.device),
+                        stage.rew,
                         stage.next_obs, stage.terminated, ended[-n:])
     own.add(c.optimizer.update(traj))
     c.optimizer.observe(stage.obs)
@@ -260,6 +262,6 @@ def _evaluate(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> None:
         if own.stage > 0:
             horizon = getattr(c.eval_env.spec, "max_episode_steps", None) or 1000
             row["model_return_mean"] = c.rollout.predicted_return(
-                c.optimizer, torch.as_tensor(starts), horizon,
+                c.optimizer, torch.as_tensor(starts, device=c.device), horizon,
                 torch.Generator().manual_seed(seeds[0]))
     store.append_eval(row)

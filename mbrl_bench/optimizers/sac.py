@@ -35,6 +35,7 @@ from torch import nn
 
 from mbrl_bench.buffer import Batch
 from mbrl_bench.config import check
+from mbrl_bench.devices import randn
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,14 @@ class TwinCritic(nn.Module):
         return (x * w_out).sum(-1) + b_out
 
 
+def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped and placed like ``like``, from ``generator`` (drawn on the
+    generator's device; torch's default generator when None)."""
+    if generator is None:
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device)
+    return randn(like.shape, generator, like.device, like.dtype)
+
+
 class SquashedGaussianActor(nn.Module):
     """Policy ``obs B x O -> action B x A`` in the env's bounds, tanh-squashed Gaussian."""
 
@@ -170,7 +179,7 @@ class SquashedGaussianActor(nn.Module):
     def act(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A sampled action ``B x A`` without its log-probability (for acting in the env)."""
         mean, log_std = self.dist_params(obs)
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        eps = _normal(mean, generator)
         return torch.tanh(mean + log_std.exp() * eps) * self.scale + self.offset
 
     def sample(
@@ -180,7 +189,7 @@ class SquashedGaussianActor(nn.Module):
         ``B`` of its normalised form in ``[-1, 1]^A``."""
         mean, log_std = self.dist_params(obs)
         std = log_std.exp()
-        eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+        eps = _normal(mean, generator)
         u = mean + std * eps
         a = torch.tanh(u)
         # log N(u; mean, std) - sum log|d tanh(u)/du|, the latter in a numerically stable form
@@ -212,7 +221,7 @@ class SAC:
     def __init__(
         self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any, config: SACConfig,
         generator: torch.Generator, model_env: Dynamics | None = None,
-        model_ready: Callable[[], bool] | None = None,
+        model_ready: Callable[[], bool] | None = None, device: str | torch.device = "cpu",
     ) -> None:
         if config.value_expansion > 0 and model_env is None:
             raise ValueError("optimizer.value_expansion: needs a model (a recipe with a model)")
@@ -229,7 +238,11 @@ class SAC:
         self.target_critic = TwinCritic(obs_dim, act_dim, config.hidden_sizes)
         self.target_critic.load_state_dict(self.critic.state_dict())
         self.target_critic.requires_grad_(False)
-        self.log_alpha = torch.tensor(math.log(config.init_alpha), requires_grad=True)
+        self.device = torch.device(device)
+        for net in (self.actor, self._past_actor, self.critic, self.target_critic):
+            net.to(self.device)
+        self.log_alpha = torch.tensor(math.log(config.init_alpha), device=self.device,
+                                      requires_grad=True)
         self.target_entropy = (
             float(-act_dim) if config.target_entropy is None else config.target_entropy
         )
@@ -251,9 +264,9 @@ class SAC:
     def act(self, obs: Any, deterministic: bool) -> Any:
         """Action for one observation (array ``O``) as a numpy array ``A``."""
         with torch.inference_mode():
-            o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
+            o = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
             a = self.actor.deterministic(o) if deterministic else self.actor.act(o, self.generator)
-        return a[0].numpy()
+        return a[0].cpu().numpy()
 
     def act_batch(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """Actions ``B x A`` for observations ``B x O`` (no gradient)."""

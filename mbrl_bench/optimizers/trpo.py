@@ -37,6 +37,7 @@ from torch import nn
 
 from mbrl_bench.buffer import Trajectories
 from mbrl_bench.config import check
+from mbrl_bench.devices import randn, randperm
 
 Activation = Literal["tanh", "relu"]
 
@@ -197,7 +198,7 @@ def gae(rew: torch.Tensor, value: torch.Tensor, next_value: torch.Tensor,
     for t in range(len(delta) - 1, -1, -1):  # plain floats: ~100x faster than tensor indexing
         running = delta[t] + carry[t] * running
         adv[t] = running
-    return torch.tensor(adv, dtype=rew.dtype)
+    return torch.tensor(adv, dtype=rew.dtype, device=rew.device)
 
 
 def conjugate_gradient(fvp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor,
@@ -244,16 +245,20 @@ class TRPO:
     update_keys = ("surrogate_gain", "kl", "step_fraction", "entropy", "vf_loss", "log_std")
 
     def __init__(self, obs_dim: int, act_dim: int, action_low: Any, action_high: Any,
-                 config: TRPOConfig, generator: torch.Generator) -> None:
+                 config: TRPOConfig, generator: torch.Generator,
+                 device: str | torch.device = "cpu") -> None:
         self.config = config
         self.generator = generator
-        self.low = torch.as_tensor(action_low, dtype=torch.float32)
-        self.high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.device = torch.device(device)
+        self.low = torch.as_tensor(action_low, dtype=torch.float32, device=self.device)
+        self.high = torch.as_tensor(action_high, dtype=torch.float32, device=self.device)
         self.obs_norm = RunningNormalizer(obs_dim, config.normalize_obs)
         self.policy = GaussianPolicy(obs_dim, act_dim, config)
         self._past_policy = copy.deepcopy(self.policy).requires_grad_(False)
         self._past_norm = copy.deepcopy(self.obs_norm)
         self.value = mlp((obs_dim, *config.value_hidden_sizes, 1), config.activation)
+        for net in (self.obs_norm, self.policy, self._past_policy, self._past_norm, self.value):
+            net.to(self.device)
         self.vf_optimizer = torch.optim.Adam(self.value.parameters(), lr=config.vf_lr)
         self.updates = 0
 
@@ -275,7 +280,7 @@ class TRPO:
             mean, log_std = self.dist(obs)
             if deterministic:
                 return mean
-            eps = torch.randn(mean.shape, generator=self.generator, dtype=mean.dtype)
+            eps = randn(mean.shape, self.generator, mean.device, mean.dtype)
             return mean + log_std.exp() * eps
 
     def clip(self, act: torch.Tensor) -> torch.Tensor:
@@ -289,8 +294,8 @@ class TRPO:
 
     def act(self, obs: Any, deterministic: bool) -> Any:
         """Action for one observation (array ``O``) as a numpy array ``A`` in the bounds."""
-        o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
-        return self.act_batch(o, deterministic)[0].numpy()
+        o = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+        return self.act_batch(o, deterministic)[0].cpu().numpy()
 
     def dist_params(self, obs: torch.Tensor, state: dict[str, Any] | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -389,7 +394,7 @@ class TRPO:
         cfg, n = self.config, obs.shape[0]
         total, count = 0.0, 0
         for _ in range(cfg.vf_iters):
-            order = torch.randperm(n, generator=self.generator)
+            order = randperm(n, self.generator, obs.device)
             for s in range(0, n, cfg.vf_batch_size):
                 idx = order[s : s + cfg.vf_batch_size]
                 loss = (self.value(obs[idx]).squeeze(-1) - returns[idx]).square().mean()

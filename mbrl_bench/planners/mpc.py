@@ -57,14 +57,14 @@ class MPCAgent:
 
     def act(self, obs: Any) -> np.ndarray:
         """The first action of the best plan from ``obs`` (``O``), as float32 ``A``."""
-        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.middle.device)
         with torch.inference_mode():
             plan = self.planner.optimize(
                 lambda actions: trajectory_returns(self.model_env, obs_t, actions,
                                                    self.particles),
                 self.warm_start, self.generator)
         self.warm_start = torch.cat([plan[1:], self.middle[-1:]]).clone()
-        return plan[0].numpy().astype(np.float32)
+        return plan[0].cpu().numpy().astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         return {"warm_start": self.warm_start}

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from mbrl_bench.config import check
+from mbrl_bench.devices import rand
 from mbrl_bench.errors import NonFiniteError
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
@@ -71,11 +72,13 @@ def _evaluate(objective: Objective, candidates: torch.Tensor) -> torch.Tensor:
     return ranked
 
 
-def truncated_normal(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-    """Standard normal samples truncated to ``[-2, 2]``, of ``shape`` (inverse-CDF sampling)."""
-    out = torch.empty(shape)
+def truncated_normal(shape: tuple[int, ...], generator: torch.Generator,
+                     device: torch.device | None = None) -> torch.Tensor:
+    """Standard normal samples truncated to ``[-2, 2]``, of ``shape`` (inverse-CDF sampling),
+    drawn on the generator's device and placed on ``device`` (default: the generator's)."""
+    out = torch.empty(shape, device=generator.device)
     torch.nn.init.trunc_normal_(out, 0.0, 1.0, -2.0, 2.0, generator=generator)
-    return out
+    return out if device is None else out.to(device)
 
 
 def bounded_std(mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor, high: torch.Tensor
@@ -86,10 +89,10 @@ def bounded_std(mean: torch.Tensor, std: torch.Tensor, low: torch.Tensor, high: 
     return torch.minimum(std, room)
 
 
-def _bounds(low: np.ndarray | torch.Tensor, high: np.ndarray | torch.Tensor, horizon: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    lo = torch.as_tensor(np.asarray(low, dtype=np.float32)).reshape(1, -1).expand(horizon, -1)
-    hi = torch.as_tensor(np.asarray(high, dtype=np.float32)).reshape(1, -1).expand(horizon, -1)
+def _bounds(low: np.ndarray | torch.Tensor, high: np.ndarray | torch.Tensor, horizon: int,
+            device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    lo, hi = (torch.as_tensor(np.asarray(b, dtype=np.float32), device=device).reshape(1, -1)
+              .expand(horizon, -1) for b in (low, high))
     if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())
             and bool((lo < hi).all())):
         raise ValueError(f"planners need finite action bounds with low < high, got {low}, {high}")
@@ -104,17 +107,17 @@ class _Bounded:
     high: torch.Tensor
 
     def _init(self, horizon: int, low: np.ndarray | torch.Tensor,
-              high: np.ndarray | torch.Tensor) -> None:
+              high: np.ndarray | torch.Tensor, device: str | torch.device) -> None:
         if horizon < 1:
             raise ValueError(f"planning horizon must be a positive integer, got {horizon}")
         self.horizon = horizon
-        self.low, self.high = _bounds(low, high, horizon)
+        self.low, self.high = _bounds(low, high, horizon, device)
 
     def _start(self, x0: torch.Tensor | None) -> torch.Tensor:
         """``x0`` checked and clipped to the bounds, or the middle of the bounds."""
         if x0 is None:
             return (self.low + self.high) / 2
-        x0 = torch.as_tensor(x0, dtype=torch.float32)
+        x0 = torch.as_tensor(x0, dtype=torch.float32, device=self.low.device)
         if x0.shape != self.low.shape:
             raise ValueError(f"x0 must be {tuple(self.low.shape)} (H x A), got {tuple(x0.shape)}")
         return torch.minimum(torch.maximum(x0, self.low), self.high)
@@ -138,16 +141,16 @@ class RandomShooting(_Bounded):
     """Draws ``population_size`` sequences uniformly within the bounds; returns the best one."""
 
     def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int,
-                 config: RandomShootingConfig) -> None:
+                 config: RandomShootingConfig, device: str | torch.device = "cpu") -> None:
         self.config = config
-        self._init(horizon, low, high)
+        self._init(horizon, low, high, device)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator
     ) -> torch.Tensor:
         """The highest-return candidate, ``H x A`` (``x0`` is not used)."""
         shape = (self.config.population_size, *self.low.shape)
-        u = torch.rand(shape, generator=generator)
+        u = rand(shape, generator, self.low.device)
         candidates = self.low + u * (self.high - self.low)
         values = _evaluate(objective, candidates)
         return candidates[int(torch.argmax(values))].clone()
@@ -190,9 +193,10 @@ class CEM(_Bounded):
     elites``. Returns the mean of the last iteration's elites.
     """
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: CEMConfig) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: CEMConfig,
+                 device: str | torch.device = "cpu") -> None:
         self.config = config
-        self._init(horizon, low, high)
+        self._init(horizon, low, high, device)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator
@@ -203,7 +207,7 @@ class CEM(_Bounded):
         elite_mean = mean
         for _ in range(cfg.iterations):
             std = bounded_std(mean, var.sqrt(), self.low, self.high)
-            noise = truncated_normal((cfg.population_size, *mean.shape), generator)
+            noise = truncated_normal((cfg.population_size, *mean.shape), generator, mean.device)
             candidates = mean + noise * std
             values = _evaluate(objective, candidates)
             elites = candidates[torch.topk(values, cfg.num_elites, sorted=False).indices]
@@ -251,9 +255,10 @@ class MPPI(_Bounded):
     ``softmax(reward_scale * R)``. Returns the last nominal sequence.
     """
 
-    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: MPPIConfig) -> None:
+    def __init__(self, low: np.ndarray, high: np.ndarray, horizon: int, config: MPPIConfig,
+                 device: str | torch.device = "cpu") -> None:
         self.config = config
-        self._init(horizon, low, high)
+        self._init(horizon, low, high, device)
 
     def optimize(
         self, objective: Objective, x0: torch.Tensor | None, generator: torch.Generator
@@ -262,7 +267,7 @@ class MPPI(_Bounded):
         mean = self._start(x0)
         std0 = cfg.noise_std * (self.high - self.low) / 2
         for _ in range(cfg.iterations):
-            eps = truncated_normal((cfg.population_size, *mean.shape), generator)
+            eps = truncated_normal((cfg.population_size, *mean.shape), generator, mean.device)
             eps = eps * bounded_std(mean, std0, self.low, self.high)
             noise = torch.empty_like(eps)
             noise[:, 0] = eps[:, 0]

@@ -43,9 +43,10 @@ def planning_chunk_rows(device: torch.device) -> int:
     return PLANNING_CHUNK_ROWS_CPU if device.type == "cpu" else default_chunk_rows(device)
 
 
-def particle_members(candidates: int, particles: int, ensemble_size: int) -> torch.Tensor:
+def particle_members(candidates: int, particles: int, ensemble_size: int,
+                     device: torch.device | None = None) -> torch.Tensor:
     """Member of each row in the candidate-major layout: ``C * P`` longs, row ``i -> i % E``."""
-    return torch.arange(candidates * particles) % ensemble_size
+    return torch.arange(candidates * particles, device=device) % ensemble_size
 
 
 def trajectory_returns(
@@ -63,13 +64,13 @@ def trajectory_returns(
     c, horizon, _ = actions.shape
     n = c * particles
     if model_env.propagation == "fixed_member":
-        members = particle_members(c, particles, model_env.model.ensemble_size)
+        members = particle_members(c, particles, model_env.model.ensemble_size, obs.device)
         model_env.reset(obs.expand(n, -1), members=members)
     else:
         model_env.reset(obs.expand(n, -1))
-    total = torch.zeros(n)
-    alive = torch.ones(n, dtype=torch.bool)
-    diverged = torch.zeros(n, dtype=torch.bool)
+    total = torch.zeros(n, device=obs.device)
+    alive = torch.ones(n, dtype=torch.bool, device=obs.device)
+    diverged = torch.zeros(n, dtype=torch.bool, device=obs.device)
     per_row = actions.repeat_interleave(particles, dim=0)  # C*P x H x A, candidate-major
     for t in range(horizon):
         next_obs, reward, terminated = model_env.step(per_row[:, t], sample=True,

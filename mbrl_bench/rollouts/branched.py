@@ -149,7 +149,8 @@ def model_return(
     model from ``start_obs`` (``N x O``) over at most ``horizon`` steps, each row stopping where
     the termination function ends it: the model's prediction of the real evaluation return."""
     n = start_obs.shape[0]
-    returns, alive = torch.zeros(n), torch.ones(n, dtype=torch.bool)
+    dev = start_obs.device
+    returns, alive = torch.zeros(n, device=dev), torch.ones(n, dtype=torch.bool, device=dev)
     obs = start_obs
     model_env.reset(obs)
     for _ in range(horizon):
@@ -200,7 +201,7 @@ class BranchedModelData:
         self.model_env = ModelEnv(model, termination_fn, reward_fn,
                                   propagation=config.propagation, generator=generator)
         self.k = rollout_length(0, self._schedule)
-        self.model_buffer = ReplayBuffer(obs_dim, act_dim, self._capacity(self.k))
+        self.model_buffer = ReplayBuffer(obs_dim, act_dim, self._capacity(self.k), model.device)
         self.collect_policy: dict[str, torch.Tensor] | None = None
         """Weights of the policy that collects the real data since the last fit (for ε_π)."""
         self.last: dict[str, float] = {}
@@ -224,7 +225,8 @@ class BranchedModelData:
     def _resize(self, k: int) -> None:
         """New capacity for rollout length ``k``, keeping the newest rollouts."""
         old = self.model_buffer
-        self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(k))
+        self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(k),
+                                         self.model.device)
         if len(old):
             b = old.all()
             self.model_buffer.add(b.obs, b.act, b.rew, b.next_obs, b.terminated)
@@ -329,7 +331,8 @@ class BranchedModelData:
         self.model.load_state_dict(state["model"])
         self.trainer.load_state_dict(legacy_trainer_state(state))
         self.k = state["k"]
-        self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(self.k))
+        self.model_buffer = ReplayBuffer(self.obs_dim, self.act_dim, self._capacity(self.k),
+                                         self.model.device)
         self.model_buffer.load_state_dict(state["buffer"])
         self.last, self.fitted_step = dict(state["last"]), state["fitted_step"]
         self.collect_policy = state["collect_actor"] if state["has_collect_actor"] else None
@@ -357,7 +360,7 @@ def compounding_error(
               if not bool(ends[i : i + horizon - 1].any())]
     if not starts:
         return []
-    idx = torch.tensor(starts)
+    idx = torch.tensor(starts, device=data.obs.device)
     obs = data.obs[idx]
     elites = model.elite_idx
     out = []

@@ -105,7 +105,7 @@ class FullHorizonRollouts:
         """``n x O`` start states (``config.start``)."""
         if self.config.start == "buffer":
             return real.sample(n, generator).obs
-        return self.initial_states(n, generator)
+        return self.initial_states(n, generator).to(self.model.device)
 
     def _clip(self, obs: torch.Tensor) -> torch.Tensor:
         """``B x O`` states clipped to ``clip_std`` std around the real data's mean."""
@@ -125,15 +125,16 @@ class FullHorizonRollouts:
         trajectory length and the mean over trajectories of their summed model reward."""
         n, T = self.n_trajectories, self.horizon
         obs = self.start_states(real, n, self.generator)
-        alive = torch.ones(n, dtype=torch.bool)
+        dev = obs.device
+        alive = torch.ones(n, dtype=torch.bool, device=dev)
         steps: list[tuple[torch.Tensor, ...]] = []
         for _ in range(T):  # only the rows still alive are stepped (and checked for NaN)
             idx = alive.nonzero().squeeze(1)
             raw = policy.sample_batch(obs[idx])
             self.model_env.reset(obs[idx])
             nxt, rew, term = self.model_env.step(policy.clip(raw), sample=True)
-            step = (obs, torch.zeros(n, raw.shape[1]), torch.zeros(n), obs.clone(),
-                    torch.zeros(n), alive.clone())
+            step = (obs, torch.zeros(n, raw.shape[1], device=dev), torch.zeros(n, device=dev),
+                    obs.clone(), torch.zeros(n, device=dev), alive.clone())
             step[1][idx], step[2][idx], step[3][idx], step[4][idx] = (
                 raw, rew, self._clip(nxt), term.float())
             steps.append(step)
@@ -145,7 +146,7 @@ class FullHorizonRollouts:
         o, a, r, no, te, al = (torch.stack(x, dim=1) for x in zip(*steps, strict=True))
         length = al.sum(dim=1)  # N: steps each trajectory took (it includes its last one)
         last = torch.zeros_like(te)
-        last[torch.arange(n), length - 1] = 1.0
+        last[torch.arange(n, device=dev), length - 1] = 1.0
         mask = al.reshape(-1)
         traj = Trajectories(o.reshape(n * len(steps), -1)[mask], a.reshape(
             n * len(steps), -1)[mask], r.reshape(-1)[mask], no.reshape(n * len(steps), -1)[mask],

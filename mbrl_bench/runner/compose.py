@@ -17,7 +17,7 @@ from mbrl_bench.envs.termination import termination_fn_for
 from mbrl_bench.errors import ConfigError
 from mbrl_bench.loops.mpc import run_mpc_loop
 from mbrl_bench.loops.policy import run_policy_loop
-from mbrl_bench.loops.scaffold import Components, RunRecord
+from mbrl_bench.loops.scaffold import CPU, Components, RunRecord
 from mbrl_bench.loops.stages import run_stage_loop
 from mbrl_bench.loops.tabular import run_tabular_loop
 from mbrl_bench.models.model_env import ModelEnv
@@ -40,9 +40,13 @@ def seeds_for(seed: int) -> tuple[int, int, int]:
     return int(a), int(b), int(c)
 
 
-def compose(spec: RunSpec) -> Components:
+def compose(spec: RunSpec, device: torch.device = CPU) -> Components:
     """Build env, evaluation env, generators, buffers and the recipe's parts for ``spec``, in
-    dependency order."""
+    dependency order, every tensor part on ``device``.
+
+    Parameters are initialised on the CPU from the run's generators and then moved, and every
+    random number is drawn from the CPU generators, so a run draws the same numbers on every
+    device."""
     recipe = spec.recipe
     loop_part = recipe.parts[0]
     loop = LOOPS.get(loop_part.name).factory
@@ -53,14 +57,14 @@ def compose(spec: RunSpec) -> Components:
     torch_gen = torch.Generator().manual_seed(torch_seed)
     torch.manual_seed(torch_seed)  # parameter initialisation uses torch's default generator
     c = Components(spec.run_id, spec.seed, spec.env, loop_part.config, env, eval_env, env_seed,
-                   torch_gen, np.random.default_rng(np_seed))
+                   torch_gen, np.random.default_rng(np_seed), device=device)
     if loop.space == "discrete":
         return _compose_tabular(c, env, recipe)
     space: Any = env.action_space
     obs_dim = int(np.prod(env.observation_space.shape or (1,)))
     act_dim = int(np.prod(space.shape or (1,)))
     c.buffer = ReplayBuffer(obs_dim, act_dim,
-                            min(loop_part.config.buffer_capacity, spec.env.budget))
+                            min(loop_part.config.buffer_capacity, spec.env.budget), device)
     if loop_part.name == "stages":
         return _compose_stages(c, spec, recipe, obs_dim, act_dim)
     opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
@@ -68,7 +72,7 @@ def compose(spec: RunSpec) -> Components:
     # through the calls the loop makes), then the optimizer, which may use the model itself
     model_env = None
     if model is not None and rollout is not None:
-        net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        net = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen, device)
         termination_fn = termination_fn_for(env)
         reward_fn = reward_fn_for(env) if rollout.config.known_reward else None
         rollout_cfg = rollout.config
@@ -85,16 +89,18 @@ def compose(spec: RunSpec) -> Components:
         phase = c.model_phase
         c.optimizer = OPTIMIZERS.get(opt.name).factory(
             obs_dim, act_dim, space.low, space.high, opt.config, torch_gen, model_env=model_env,
-            model_ready=(lambda: phase.fitted_step > 0) if model_env is not None else None)
+            model_ready=(lambda: phase.fitted_step > 0) if model_env is not None else None,
+            device=device)
     planner = recipe.part("planner")
     if model is not None and planner is not None:
         cfg = loop_part.config
-        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen)
+        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, torch_gen,
+                                                 device)
         c.trainer = ModelTrainer(c.model)
         c.controller = MPCAgent(
             c.model, termination_fn_for(env), reward_fn_for(env) if cfg.known_reward else None,
             PLANNERS.get(planner.name).factory(space.low, space.high, cfg.horizon,
-                                               planner.config),
+                                               planner.config, device=device),
             cfg.propagation, cfg.particles, torch_gen)
     return c
 
@@ -121,7 +127,7 @@ def _compose_stages(c: Components, spec: RunSpec, recipe: Recipe, obs_dim: int, 
     space: Any = env.action_space
     opt, model, rollout = recipe.part("optimizer"), recipe.part("model"), recipe.part("rollout")
     if model is not None and rollout is not None:
-        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, gen)
+        c.model = MODELS.get(model.name).factory(obs_dim, act_dim, model.config, gen, c.device)
         c.trainer = ModelTrainer(c.model)
         cfg = rollout.config
         horizon = cfg.horizon or getattr(env.spec, "max_episode_steps", None)
@@ -131,19 +137,20 @@ def _compose_stages(c: Components, spec: RunSpec, recipe: Recipe, obs_dim: int, 
         start_env = make_env(spec.env.id, spec.env.kwargs)
 
         def initial_states(n: int, generator: torch.Generator) -> torch.Tensor:
-            seeds = torch.randint(2**31 - 1, (n,), generator=generator).tolist()
-            return torch.stack([torch.as_tensor(start_env.reset(seed=s)[0], dtype=torch.float32)
-                                for s in seeds])
+            seeds = torch.randint(2**31 - 1, (n,), generator=generator,
+                                  device=generator.device).tolist()
+            return torch.stack([torch.as_tensor(start_env.reset(seed=s)[0], dtype=torch.float32,
+                                                device=c.device) for s in seeds])
 
         c.rollout = ROLLOUTS.get(rollout.name).factory(
             c.model, termination_fn_for(env), reward_fn_for(env) if cfg.known_reward else None,
             cfg, horizon, initial_states, gen)
     assert opt is not None  # the stage loop's contract requires one
     c.optimizer = OPTIMIZERS.get(opt.name).factory(
-        obs_dim, act_dim, space.low, space.high, opt.config, gen)
+        obs_dim, act_dim, space.low, space.high, opt.config, gen, device=c.device)
     if c.rollout is not None and not c.optimizer.on_policy:
         loop = recipe.parts[0].config  # a recipe's first part is its loop
         per_iteration = c.rollout.n_trajectories * c.rollout.horizon
         c.model_buffer = ReplayBuffer(obs_dim, act_dim,
-                                      loop.model_buffer_iterations * per_iteration)
+                                      loop.model_buffer_iterations * per_iteration, c.device)
     return c

@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from mbrl_bench.config import to_dict
 from mbrl_bench.envs.make import SpaceKind, check_spaces, make_env, space_kind
@@ -180,9 +180,11 @@ def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
                       f"spaces ({need}; {have})")
 
 
-def preflight(specs: Sequence[RunSpec], out: Path) -> None:
+def preflight(specs: Sequence[RunSpec], out: Path, device: str = "cpu") -> None:
     """Fail before any run starts if an env does not suit its loop, a model-based recipe has no
-    termination function for its env, or a run folder holds a run of another configuration."""
+    termination function for its env, a run folder holds a run of another configuration, or
+    a started run would resume on another kind of device than it started on (``device``:
+    the resolved device, or ``auto``)."""
     checked: set[tuple[str, str, bool, str]] = set()
     for spec in specs:
         loop = LOOPS.get(spec.recipe.parts[0].name).factory
@@ -207,11 +209,49 @@ def preflight(specs: Sequence[RunSpec], out: Path) -> None:
                 f"this folder holds a run of a different configuration "
                 f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
                 "remove the folder")
+        if meta is not None and device != "auto":
+            problem = device_mismatch(meta, device)
+            if problem:
+                raise ConfigError(str(spec.run_dir(out)), "--device", problem)
+
+
+CHECK_DEVICE_ENV = "MBRL_BENCH_CHECK_DEVICE"
+"""Set to 1, every loop runs with torch's default device set to ``meta``: a tensor a loop or
+a part creates without naming the run's device is then a meta tensor, and the first operation
+that mixes it with real data raises. The tests run every shipped recipe so (on a machine
+without a GPU this is how "no tensor on the wrong device" is checked)."""
+
+
+def device_check() -> Any:
+    """The context a loop runs in: torch's default device ``meta`` when ``$CHECK_DEVICE_ENV``
+    is 1, else nothing."""
+    import contextlib
+
+    if os.environ.get(CHECK_DEVICE_ENV) != "1":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.device("meta")
+
+
+def device_mismatch(meta: dict[str, Any], device: str) -> str | None:
+    """Why a run recorded in ``meta`` cannot continue on ``device`` (None: it can): a run that
+    started on one kind of device (CPU or GPU) continues on that kind, so that its numbers come
+    from one arithmetic."""
+    started = meta.get("device")
+    kind = str(started).split(":")[0]
+    if started and meta.get("status") != "complete" and kind != device.split(":")[0]:
+        return (f"this run started on {started}; resume it with --device {kind}, or remove "
+                f"its folder to restart it on {device}")
+    return None
 
 
 def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print,
-                retry_failed: bool = False, lock_wait_s: float = 0.0) -> Outcome:
-    """Run (or resume, or skip) one run, recording its status and any error in ``run.json``.
+                retry_failed: bool = False, lock_wait_s: float = 0.0,
+                device: str = "cpu") -> Outcome:
+    """Run (or resume, or skip) one run on ``device`` (a setting of
+    :func:`~mbrl_bench.devices.resolve_device`), recording its status, device and any error in
+    ``run.json``.
 
     The run's lock is taken without waiting, or for up to ``lock_wait_s`` seconds (a Ray task
     retried after its node was lost waits for the lost process's lock to be released).
@@ -229,11 +269,12 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
                     progress(f"{spec.run_id}: running in another process; skipped here")
                     return Outcome(spec.run_id, "busy")
                 time.sleep(0.5)
-        return _execute_locked(spec, store, progress, retry_failed)
+        return _execute_locked(spec, store, progress, retry_failed, device)
 
 
 def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None],
-                    retry_failed: bool = False) -> Outcome:
+                    retry_failed: bool = False, device: str = "cpu") -> Outcome:
+    from mbrl_bench.devices import describe, resolve_device
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
@@ -248,14 +289,22 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         progress(f"{spec.run_id}: failed before; not rerun (--retry-failed resumes it from its "
                  "last checkpoint, or from scratch without one)")
         return Outcome(spec.run_id, "failed", meta.get("error"))
-    if meta is None or not (store.dir / CHECKPOINT_FILE).exists():
+    try:
+        dev = resolve_device(device)
+    except ConfigError as e:
+        return Outcome(spec.run_id, "failed", str(e))
+    fresh = meta is None or not (store.dir / CHECKPOINT_FILE).exists()
+    problem = None if fresh or meta is None else device_mismatch(meta, str(dev))
+    if problem:
+        return Outcome(spec.run_id, "failed", f"{store.dir}: {problem}")
+    if fresh:
         store.reset_files()
     started = time.perf_counter()
     store.write_meta({
         **spec.meta(), "status": "running",
         "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
         "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
-        "host": socket.gethostname(), "pid": os.getpid(),
+        "host": socket.gethostname(), "pid": os.getpid(), **describe(dev),
         "versions": versions(), "code_version": code_version(),
         "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
     })
@@ -267,8 +316,9 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         return Outcome(spec.run_id, status, error)
 
     try:
-        c = compose(spec)
-        LOOP_RUNNERS[spec.recipe.parts[0].name](c, store, progress)
+        c = compose(spec, dev)
+        with device_check():
+            LOOP_RUNNERS[spec.recipe.parts[0].name](c, store, progress)
     except KeyboardInterrupt:
         finish("interrupted")
         raise
@@ -294,38 +344,89 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_WORKER_DEVICE: str | None = None
+"""The GPU a local pool worker is bound to (set once per worker process by
+:func:`_init_worker`); None: the run's device setting as given."""
+
+
+def _init_worker(parent: int, gpu_slots: Any = None) -> None:
+    """Pool worker set-up: die with the parent; with ``gpu_slots`` (a queue of device names,
+    one per worker), take one and run every run of this worker on it."""
+    global _WORKER_DEVICE
+    _die_with_parent(parent)
+    if gpu_slots is not None:
+        _WORKER_DEVICE = gpu_slots.get()
+
+
 def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
-            lock_wait_s: float = 0.0) -> Outcome:
+            lock_wait_s: float = 0.0, device: str = "cpu") -> Outcome:
     import torch
 
     torch.set_num_threads(threads)
     return execute_run(spec, out, progress=lambda s: print(s, flush=True),
-                       retry_failed=retry_failed, lock_wait_s=lock_wait_s)
+                       retry_failed=retry_failed, lock_wait_s=lock_wait_s,
+                       device=_WORKER_DEVICE or device)
+
+
+def gpu_slots(device: str, runs_per_gpu: int) -> list[str]:
+    """One device name per local worker for a GPU ``device``: ``runs_per_gpu`` workers on each
+    visible GPU (or on the one ``cuda:N`` names); empty for the CPU."""
+    from mbrl_bench.devices import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return []
+    import torch
+
+    gpus = [dev.index] if dev.index is not None else list(range(torch.cuda.device_count()))
+    return [f"cuda:{g}" for _ in range(runs_per_gpu) for g in gpus]
 
 
 def run_all(
     specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
     threads: int | None = None, progress: Callable[[str], None] = print,
-    retry_failed: bool = False, address: str | None = None,
+    retry_failed: bool = False, address: str | None = None, device: str = "cpu",
+    runs_per_gpu: int = 1,
 ) -> list[Outcome]:
-    """Execute ``specs``; a failed run is recorded and the others go on. ``address`` is the
-    Ray cluster's (``executor="ray"``; default ``$RAY_ADDRESS``, else a local Ray instance)."""
-    preflight(specs, out)
+    """Execute ``specs`` on ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); a failed run
+    is recorded and the others go on. ``address`` is the Ray cluster's (``executor="ray"``;
+    default ``$RAY_ADDRESS``, else a local Ray instance).
+
+    On GPUs the local pool has ``runs_per_gpu`` workers per visible GPU (``workers`` is then
+    ignored), each bound to its GPU for its life; on Ray (``device="cuda"``) each task asks for
+    ``1 / runs_per_gpu`` of a GPU and Ray assigns it one.
+    """
+    from mbrl_bench.devices import check_device
+
+    check_device(device)
+    if runs_per_gpu < 1:
+        raise ConfigError("--runs-per-gpu", str(runs_per_gpu), "a positive integer")
+    slots = gpu_slots(device, runs_per_gpu) if executor == "local" else []
+    preflight(specs, out, slots[0] if slots else ("cpu" if executor == "local" else device))
+    if slots:
+        workers = len(slots)
     cores = os.cpu_count() or 1
     # one thread pool per core at most: oversubscribed OpenMP threads spin and slow runs 5-10x
     env_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
     threads = threads or env_threads or max(1, cores // max(workers, 1))
     if executor == "ray":
-        return _run_ray(specs, out, threads, retry_failed, address, progress)
+        return _run_ray(specs, out, threads, retry_failed, address, progress, device,
+                        runs_per_gpu)
     if workers <= 1:
         import torch
 
         torch.set_num_threads(threads)
-        return [execute_run(s, out, progress, retry_failed) for s in specs]
+        return [execute_run(s, out, progress, retry_failed, device=slots[0] if slots else "cpu")
+                for s in specs]
     ctx = multiprocessing.get_context("spawn")
+    queue = None
+    if slots:
+        queue = ctx.Queue()
+        for slot in slots:
+            queue.put(slot)
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(os.getpid(), queue)) as pool:
         futures = {pool.submit(_worker, s, out, threads, retry_failed): s for s in specs}
         for f in as_completed(futures):
             try:
@@ -358,9 +459,15 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 
 
 def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bool,
-             address: str | None, progress: Callable[[str], None]) -> list[Outcome]:
-    """Each run a Ray task asking for ``threads`` CPUs; ``out`` must be on a filesystem every
-    node sees (the runs' locks, checkpoints and rows are files there)."""
+             address: str | None, progress: Callable[[str], None], device: str = "cpu",
+             runs_per_gpu: int = 1) -> list[Outcome]:
+    """Each run a Ray task asking for ``threads`` CPUs (and ``1 / runs_per_gpu`` GPU with
+    ``device="cuda"``); ``out`` must be on a filesystem every node sees (the runs' locks,
+    checkpoints and rows are files there)."""
+    if device.startswith("cuda:"):
+        raise ConfigError("--device", device, "with --executor ray, give cuda: Ray assigns "
+                          "each run its GPU")
+    gpus = 1.0 / runs_per_gpu if device == "cuda" else 0.0
     try:
         import ray
         from ray.exceptions import RayError
@@ -375,10 +482,10 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bo
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError("--address", str(address), f"no Ray cluster answers there "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    remote = ray.remote(num_cpus=threads, max_retries=RAY_TASK_RETRIES,
+    remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=RAY_TASK_RETRIES,
                         retry_exceptions=False)(_worker)
     pending = {remote.remote(s, out.resolve(), threads, retry_failed,  # type: ignore[call-arg]
-                             RAY_LOCK_WAIT_S): s
+                             RAY_LOCK_WAIT_S, device): s
                for s in specs}
     outcomes: dict[str, Outcome] = {}
     while pending:
