@@ -92,9 +92,10 @@ def run(
         help="local, or ray: each run a Ray task on the cluster at --address; --out must then "
         "be a folder every node sees (a shared filesystem), and a run lost with its node is "
         "retried and resumes from its last checkpoint.")] = "local",
-    device: Annotated[str, typer.Option(
+    device: Annotated[str | None, typer.Option(
         help="auto (a GPU when there is one), cpu, cuda or cuda:N: where every part of each "
-        "run lives. A run resumes only on the kind of device it started on.")] = "auto",
+        "run lives (default: the suite's `device`, else auto). A run resumes only on the kind "
+        "of device it started on.")] = None,
     runs_per_gpu: Annotated[int, typer.Option(
         help="Runs at once on each GPU (local: GPUs x this many workers; Ray: each run asks "
         "for 1/this of a GPU).")] = 1,
@@ -142,7 +143,8 @@ def run(
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")
         outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
-                           retry_failed=retry_failed, address=address, device=device,
+                           retry_failed=retry_failed, address=address,
+                           device=s.device if device is None else device,
                            runs_per_gpu=runs_per_gpu)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))

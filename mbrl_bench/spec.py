@@ -158,9 +158,13 @@ class Suite:
     """Recipes run when ``--algos`` is not given."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds run when ``--seeds`` is not given."""
+    device: str = "auto"
+    """Where the runs compute when ``--device`` is not given: auto, cpu, cuda or cuda:N."""
 
     def __post_init__(self) -> None:
         check(len(self.envs) > 0, "envs", "at least one [[envs]] entry")
+        check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device",
+              "auto, cpu, cuda or cuda:N")
         labels = [e.label for e in self.envs]
         check(len(labels) == len(set(labels)), "envs", "distinct names (set `name` to tell "
               "entries of the same id apart)")

@@ -78,3 +78,19 @@ def test_device_names_resolve() -> None:
     if NO_CUDA:
         with pytest.raises(ConfigError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_a_suite_names_its_device_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text(SUITE.replace('seeds = [0]', 'seeds = [0]\ndevice = "gpu"'))
+    res = runner.invoke(app, ["run", "--suite", str(tmp_path / "bad.toml"), "--out",
+                              str(tmp_path / "o")])
+    assert res.exit_code == 2 and "device: auto, cpu, cuda or cuda:N" in res.output, res.output
+    (tmp_path / "s.toml").write_text(SUITE.replace('seeds = [0]', 'seeds = [0]\ndevice = "cpu"'))
+    res = runner.invoke(app, ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac",
+                              "--out", str(tmp_path / "out"), "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert _meta(tmp_path)["device"] == "cpu"
+    if NO_CUDA:  # the command line wins over the suite
+        res = runner.invoke(app, ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac",
+                                  "--out", str(tmp_path / "o2"), "--device", "cuda"])
+        assert res.exit_code == 2 and "CUDA is not available" in res.output

@@ -1,0 +1,118 @@
+"""GPU check (one GPU machine, a few minutes): the smoke suite, MBPO on InvertedPendulum-v5 for
+1,000 steps and PETS on the continuous cart-pole for 50 steps, on each device given, with
+each run's wall-clock per phase, then the same runs side by side across devices.
+
+    python benchmarks/gpu_check.py [--devices cuda,cpu] [--out results/gpu_check]
+
+Returns need not be equal across devices (GPU arithmetic differs), only in the same range: the
+table prints them side by side. Writes ``report.txt`` in ``--out``. Without CUDA, say so and
+stop unless ``--devices cpu`` (which checks the script itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CHECK_SUITE = """
+description = "GPU check: MBPO for 1,000 steps, PETS for 50 (with a 50-step evaluation)"
+seeds = [0]
+[[envs]]
+id = "InvertedPendulum-v5"
+budget = 1000
+eval_every = 500
+eval_episodes = 2
+[[envs]]
+id = "mbrl_bench/ContinuousCartPole-v0"
+budget = 50
+eval_every = 50
+eval_episodes = 1
+initial_random_steps = 25
+kwargs = { max_episode_steps = 50 }
+"""
+PHASES = ("env_s", "model_s", "update_s", "model_fit_s", "rollout_s", "policy_s")
+
+
+def bench(*args: str) -> tuple[float, str]:
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "mbrl_bench", *args], capture_output=True,
+                         text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"bench {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}")
+    return time.perf_counter() - t, res.stdout
+
+
+def summary(run_dir: Path) -> dict[str, object]:
+    """Final return, wall-clock and summed phase seconds of one run."""
+    meta = json.loads((run_dir / "run.json").read_text())
+    with (run_dir / "evals.csv").open() as f:
+        evals = list(csv.DictReader(f))
+    with (run_dir / "metrics.csv").open() as f:
+        metrics = list(csv.DictReader(f))
+    phases = {k: sum(float(r[k]) for r in metrics if r.get(k) not in (None, "", "nan"))
+              for k in PHASES if metrics and k in metrics[0]}
+    plan = [float(r["plan_s_per_step"]) for r in metrics
+            if r.get("plan_s_per_step") not in (None, "", "nan")]
+    if plan:
+        phases["plan_s_per_step"] = sum(plan) / len(plan)
+    return {"return": float(evals[-1]["return_mean"]), "wall_s": float(meta["wall_clock_s"]),
+            "device": meta.get("device"), "gpu": meta.get("gpu", ""), **phases}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", default="cuda,cpu")
+    ap.add_argument("--out", type=Path, default=Path("results/gpu_check"))
+    args = ap.parse_args()
+    devices = args.devices.split(",")
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        raise SystemExit("no CUDA here (torch.cuda.is_available() is false): run this on a GPU "
+                         "machine, or with --devices cpu to check the script")
+    args.out.mkdir(parents=True, exist_ok=True)
+    suite = args.out / "gpu-check.toml"
+    suite.write_text(CHECK_SUITE)
+    lines = [f"command: python benchmarks/gpu_check.py --devices {args.devices}",
+             f"torch {torch.__version__}, CUDA {torch.version.cuda}, {os.cpu_count()} cores"]
+    if torch.cuda.is_available():
+        lines.append(f"GPU: {torch.cuda.get_device_name(0)}")
+    rows: dict[str, dict[str, dict[str, object]]] = {}
+    for device in devices:
+        out = args.out / device.replace(":", "_")
+        runs = [("smoke", ["run", "--suite", "smoke", "--device", device, "--out", str(out)]),
+                ("check", ["run", "--suite", str(suite), "--algos", "mbpo,pets", "--device",
+                           device, "--out", str(out)])]
+        for name, cmd in runs:
+            seconds, _ = bench(*cmd)
+            lines.append(f"{device}: {name} suite {seconds:.1f} s (processes included)")
+        for run_json in sorted(out.rglob("run.json")):
+            run_id = str(run_json.parent.relative_to(out))
+            rows.setdefault(run_id, {})[device] = summary(run_json.parent)
+    lines.append("")
+    lines.append("run | " + " | ".join(f"{d} return | {d} wall s | {d} phases (s)"
+                                       for d in devices))
+    for run_id, per_device in sorted(rows.items()):
+        cells = []
+        for d in devices:
+            s = per_device.get(d)
+            if s is None:
+                cells.append("- | - | -")
+                continue
+            phases = ", ".join(f"{k} {float(v):.3g}" for k, v in s.items()  # type: ignore[arg-type]
+                               if k not in ("return", "wall_s", "device", "gpu"))
+            cells.append(f"{s['return']:.1f} | {s['wall_s']:.1f} | {phases}")
+        lines.append(f"{run_id} | " + " | ".join(cells))
+    report = "\n".join(lines) + "\n"
+    (args.out / "report.txt").write_text(report)
+    print(report, end="")
+
+
+if __name__ == "__main__":
+    main()
