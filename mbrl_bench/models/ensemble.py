@@ -149,7 +149,7 @@ class ProbabilisticEnsembleConfig:
     the rest. Defaults are the official MBPO ones."""
 
     added_later: ClassVar[tuple[str, ...]] = (
-        "improve_from_initial", "activation", "loss", "multi_step", "grad_clip")
+        "improve_from_initial", "activation", "loss", "multi_step", "grad_clip", "precision")
     """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     ensemble_size: int = 7
@@ -208,6 +208,12 @@ class ProbabilisticEnsembleConfig:
     1 = the ordinary one-step loss."""
     grad_clip: float = 0.0
     """Clip the global gradient norm of every step to this (SLBO: 2.0); 0 = no clipping."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Arithmetic of the network's matrix products in fits, rollouts, planning and every other
+    prediction: ``fp32``, or ``bf16`` (autocast: bf16 products with fp32 weights, optimiser
+    state, normalisation, outputs and losses). bf16 pays only where the hardware has bf16
+    matrix units (CPUs with AVX512-BF16 or AMX, recent GPUs); elsewhere it is emulated and far
+    slower (a warning says so when a run starts)."""
 
     def __post_init__(self) -> None:
         check(self.ensemble_size >= 1, "ensemble_size", "expected an integer >= 1")
@@ -240,6 +246,7 @@ class ProbabilisticEnsembleConfig:
               "> 1 trains on runs of consecutive rows, which a random holdout split would "
               "share with the training rows: set holdout_ratio = 0 (SLBO has no holdout)")
         check(self.grad_clip >= 0, "grad_clip", "expected a number >= 0 (0: no clipping)")
+        check(self.precision in ("fp32", "bf16"), "precision", "fp32 or bf16")
         check(self.max_holdout >= 1, "max_holdout", "expected an integer >= 1")
         check(self.patience >= 1, "patience", "expected an integer >= 1")
         check(
@@ -345,9 +352,12 @@ class ProbabilisticEnsemble(nn.Module):
         """
         h = self.normalizer(x)
         act = F.relu if self.config.activation == "relu" else F.silu
-        for layer in self.hidden:
-            h = act(layer(h, members))
-        out = self.head(h, members)
+        with torch.autocast(h.device.type, dtype=torch.bfloat16,
+                            enabled=self.config.precision == "bf16"):
+            for layer in self.hidden:
+                h = act(layer(h, members))
+            out = self.head(h, members)
+        out = out.float()  # fp32 outputs whatever the products' precision
         if self.deterministic:
             return out, torch.zeros_like(out)
         mean, logvar = out.split(self.out_dim, dim=-1)

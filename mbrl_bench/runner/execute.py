@@ -274,7 +274,7 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
 
 def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None],
                     retry_failed: bool = False, device: str = "cpu") -> Outcome:
-    from mbrl_bench.devices import describe, resolve_device
+    from mbrl_bench.devices import describe, has_bf16_units, resolve_device
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
@@ -317,6 +317,12 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
 
     try:
         c = compose(spec, dev)
+        model = spec.recipe.part("model")
+        if getattr(model and model.config, "precision", "fp32") == "bf16" and not has_bf16_units(
+                dev):
+            progress(f"{spec.run_id}: warning: model.precision = bf16, but {dev} has no bf16 "
+                     "matrix units (AVX512-BF16, AMX or a bf16 GPU): its bf16 products are "
+                     "emulated and slower than fp32")
         with device_check():
             LOOP_RUNNERS[spec.recipe.parts[0].name](c, store, progress)
     except KeyboardInterrupt:
