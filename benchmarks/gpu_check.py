@@ -87,11 +87,14 @@ def main() -> None:
     for device in devices:
         out = args.out / device.replace(":", "_")
         runs = [("smoke", ["run", "--suite", "smoke", "--device", device, "--out", str(out)]),
-                ("check", ["run", "--suite", str(suite), "--algos", "mbpo,pets", "--device",
-                           device, "--out", str(out)])]
+                ("MBPO InvertedPendulum-v5", ["run", "--suite", str(suite), "--algos", "mbpo",
+                                              "--env", "InvertedPendulum*", "--device",
+                                              device, "--out", str(out)]),
+                ("PETS cart-pole", ["run", "--suite", str(suite), "--algos", "pets", "--env",
+                                    "*CartPole*", "--device", device, "--out", str(out)])]
         for name, cmd in runs:
             seconds, _ = bench(*cmd)
-            lines.append(f"{device}: {name} suite {seconds:.1f} s (processes included)")
+            lines.append(f"{device}: {name}: {seconds:.1f} s (process start included)")
         for run_json in sorted(out.rglob("run.json")):
             run_id = str(run_json.parent.relative_to(out))
             rows.setdefault(run_id, {})[device] = summary(run_json.parent)

@@ -1,0 +1,105 @@
+"""fp32 against bf16 (``model.precision``) for the dynamics ensemble on this machine: a forward
+pass of 1,024 rows per member (rollouts and planning) and a training step of 256 rows per
+member (fits), MBPO's 7 x 4 x 200 ensemble on Hopper's sizes (11 + 3 inputs), one thread.
+
+    python benchmarks/precision_speed.py [--repeats 7] [--threads 1] [--out FILE]
+
+fp32 and bf16 alternate within each repeat; medians are reported with the CPU model, torch's
+CPU capability and whether the CPU has bf16 matrix units (AVX512-BF16 or AMX-BF16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from mbrl_bench.devices import has_bf16_units
+from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
+from mbrl_bench.models.trainer import ModelTrainer
+
+OBS, ACT = 11, 3
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def timed(fn: object, calls: int) -> float:
+    """Seconds per call of ``fn`` (after one warm-up call)."""
+    fn()  # type: ignore[operator]
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()  # type: ignore[operator]
+    return (time.perf_counter() - t) / calls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = ProbabilisticEnsembleConfig()
+    models = {p: ProbabilisticEnsemble(OBS, ACT, replace(cfg, precision=p),
+                                       generator=torch.Generator().manual_seed(0))
+              for p in ("fp32", "bf16")}
+    g = torch.Generator().manual_seed(1)
+    x_fwd = torch.randn(cfg.ensemble_size, 1024, OBS + ACT, generator=g)
+    x_fit = torch.randn(cfg.ensemble_size, 256, OBS + ACT, generator=g)
+    y_fit = torch.randn(cfg.ensemble_size, 256, OBS + 1, generator=g)
+    steps = {}
+    for p, m in models.items():
+        trainer = ModelTrainer(m)
+
+        def step(m: ProbabilisticEnsemble = m, trainer: ModelTrainer = trainer) -> None:
+            mean, logvar = m(x_fit)
+            loss = (((mean - y_fit) ** 2) * torch.exp(-logvar) + logvar).mean()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            trainer.optimizer.step()
+        steps[p] = step
+    times: dict[str, list[float]] = {f"{k}_{p}": [] for k in ("forward", "train") for p in models}
+    for _ in range(args.repeats):
+        for p, m in models.items():
+            with torch.no_grad():
+                times[f"forward_{p}"].append(timed(lambda m=m: m(x_fwd), 5))
+            times[f"train_{p}"].append(timed(steps[p], 5))
+    with torch.no_grad():
+        a, _ = models["fp32"](x_fwd)
+        b, _ = models["bf16"](x_fwd)
+    rel = float((a - b).abs().max() / a.abs().max())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    lines = [
+        f"command: python benchmarks/precision_speed.py --repeats {args.repeats} --threads "
+        f"{args.threads}",
+        f"machine: {cpu_model()}; torch {torch.__version__}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}; bf16 matrix units: "
+        f"{'yes' if has_bf16_units(torch.device('cpu')) else 'no'}",
+        "ensemble 7 x 4 x 200 (Hopper sizes), medians of "
+        f"{args.repeats} repeats of 5 calls, fp32 and bf16 alternating:",
+        f"forward 1024 rows/member: fp32 {med['forward_fp32'] * 1e3:.2f} ms, bf16 "
+        f"{med['forward_bf16'] * 1e3:.2f} ms, bf16 speed-up "
+        f"{med['forward_fp32'] / med['forward_bf16']:.2f}x",
+        f"train step 256 rows/member: fp32 {med['train_fp32'] * 1e3:.2f} ms, bf16 "
+        f"{med['train_bf16'] * 1e3:.2f} ms, bf16 speed-up "
+        f"{med['train_fp32'] / med['train_bf16']:.2f}x",
+        f"largest relative difference of the forward (bf16 against fp32): {rel:.4f}",
+    ]
+    report = "\n".join(lines) + "\n"
+    print(report, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
