@@ -279,6 +279,38 @@ def table(
 
 
 @app.command()
+def report(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default: "
+                                             "RESULTS_DIR/report.html).")] = None,
+    budgets: Annotated[str | None, typer.Option(
+        help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting "
+             "budgets).")] = None,
+) -> None:
+    """One self-contained HTML report (figures embedded, viewable offline): every run and its
+    status, the sample-efficiency table, learning curves, the cross-task aggregate where tasks
+    can be normalised, each algorithm's resolved settings and the code versions."""
+    from mbrl_bench.reporting.report import build_report
+
+    try:
+        chosen = [int(b) for b in budgets.split(",")] if budgets else None
+    except ValueError:
+        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
+                                 ) from None
+    _existing_folder(results_dir)
+    dest = out or results_dir / "report.html"
+    if dest.is_dir():
+        _fail(f"--out: {dest} is a folder; give the HTML file to write")
+    _writable_folder(dest.parent, "--out")
+    try:
+        path = build_report(results_dir, dest, chosen)
+    except ValueError as e:
+        _fail(str(e))
+        return
+    typer.echo(f"written: {path}")
+
+
+@app.command()
 def compare(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
     a: Annotated[str, typer.Argument(help="Algorithm A (a recipe name as in the runs).")],
