@@ -243,14 +243,30 @@ def show(
     typer.echo(format_differences(diffs, a.name, b[0].name), nl=False)
 
 
+BudgetsOption = Annotated[str | None, typer.Option(
+    help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting budgets).")]
+
+
+def _parse_budgets(budgets: str | None) -> list[int] | None:
+    """``--budgets``: positive integers, or None for the suites' reporting budgets."""
+    if not budgets:
+        return None
+    try:
+        chosen = [int(b) for b in budgets.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
+                                 ) from None
+    if min(chosen) <= 0:
+        raise typer.BadParameter("--budgets: budgets must be positive")
+    return chosen
+
+
 @app.command()
 def table(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
     out: Annotated[Path | None, typer.Option(help="Where to write table.csv / table.md "
                                              "(default: RESULTS_DIR).")] = None,
-    budgets: Annotated[str | None, typer.Option(
-        help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting "
-             "budgets).")] = None,
+    budgets: BudgetsOption = None,
     reference: Annotated[bool, typer.Option(
         "--reference", help="Put the published returns (references/published.toml) beside "
         "ours where task, recipe and budget match.")] = False,
@@ -259,13 +275,7 @@ def table(
     reporting budget, seeds counted, steps to the suite's threshold (CSV, Markdown, LaTeX)."""
     from mbrl_bench.reporting.table import format_markdown, write_table
 
-    try:
-        chosen = [int(b) for b in budgets.split(",")] if budgets else None
-    except ValueError:
-        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
-                                 ) from None
-    if chosen is not None and min(chosen) <= 0:
-        raise typer.BadParameter("--budgets: budgets must be positive")
+    chosen = _parse_budgets(budgets)
     _existing_folder(results_dir)
     _writable_folder(out or results_dir, "--out")
     try:
@@ -283,20 +293,14 @@ def report(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
     out: Annotated[Path | None, typer.Option(help="HTML file to write (default: "
                                              "RESULTS_DIR/report.html).")] = None,
-    budgets: Annotated[str | None, typer.Option(
-        help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting "
-             "budgets).")] = None,
+    budgets: BudgetsOption = None,
 ) -> None:
     """One self-contained HTML report (figures embedded, viewable offline): every run and its
     status, the sample-efficiency table, learning curves, the cross-task aggregate where tasks
     can be normalised, each algorithm's resolved settings and the code versions."""
     from mbrl_bench.reporting.report import build_report
 
-    try:
-        chosen = [int(b) for b in budgets.split(",")] if budgets else None
-    except ValueError:
-        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
-                                 ) from None
+    chosen = _parse_budgets(budgets)
     _existing_folder(results_dir)
     dest = out or results_dir / "report.html"
     if dest.is_dir():
