@@ -270,3 +270,31 @@ def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> N
     assert "NonFiniteError: x" in res.output and "total: 1 complete, 1 died, 1 failed, " \
         "1 running" in res.output
     assert runner.invoke(app, ["status", str(tmp_path / "empty")]).exit_code == 2
+
+
+def test_a_worker_killed_while_idle_does_not_hang_bench_run(tmp_path: Path) -> None:
+    """CPython 3.11's process pool hangs for ever in shutdown (and at exit) when a worker died
+    while idle, e.g. killed after its last run: the pool `bench run` uses is closed so that it
+    ends at once."""
+    import subprocess
+    import sys
+
+    script = (
+        "import multiprocessing, os, signal\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from mbrl_bench.runner.execute import _close\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context('spawn'))\n"
+        "    pids = {pool.submit(os.getpid).result() for _ in range(4)}\n"
+        "    os.kill(min(pids), signal.SIGKILL)\n"
+        "    _close(pool)\n"
+        "    print('closed')\n")
+    (tmp_path / "idle.py").write_text(script)
+    import os
+
+    import mbrl_bench
+
+    env = {**os.environ, "PYTHONPATH": str(Path(mbrl_bench.__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, str(tmp_path / "idle.py")], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert res.returncode == 0 and "closed" in res.stdout, res.stderr

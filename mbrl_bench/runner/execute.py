@@ -374,6 +374,19 @@ def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
                        device=_WORKER_DEVICE or device)
 
 
+def _close(pool: ProcessPoolExecutor) -> None:
+    """End the pool's workers and the pool without waiting on it: in CPython 3.11,
+    ``shutdown(wait=True)`` (and the exit hook that joins the pool) hangs for ever if a worker
+    died while idle, e.g. killed after its last run. Every outcome is in hand (or the driver is
+    being interrupted), so the workers are terminated."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(10)
+
+
 def gpu_slots(device: str, runs_per_gpu: int) -> list[str]:
     """One device name per local worker for a GPU ``device``: ``runs_per_gpu`` workers on each
     visible GPU (or on the one ``cuda:N`` names); empty for the CPU."""
@@ -431,14 +444,17 @@ def run_all(
         for slot in slots:
             queue.put(slot)
     outcomes = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(os.getpid(), queue)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                               initargs=(os.getpid(), queue))
+    try:
         futures = {pool.submit(_worker, s, out, threads, retry_failed): s for s in specs}
         for f in as_completed(futures):
             try:
                 outcomes.append(f.result())
             except BrokenProcessPool:  # a worker was killed: the pool ends every run it had
                 outcomes.append(Outcome(futures[f].run_id, "lost", LOST_WORKER))
+    finally:
+        _close(pool)
     order = {s.run_id: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.run_id])
 
