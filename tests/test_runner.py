@@ -136,10 +136,10 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(
 ) -> None:
     real_compose = compose_mod.compose
 
-    def flaky(spec):  # type: ignore[no-untyped-def]
+    def flaky(spec, *args):  # type: ignore[no-untyped-def]
         if spec.seed == 1:
             raise FloatingPointError("model loss became NaN")
-        return real_compose(spec)
+        return real_compose(spec, *args)
 
     monkeypatch.setattr(compose_mod, "compose", flaky)
     specs = specs_for(files, tiny_suite(400, 200), seeds=(0, 1, 2))
