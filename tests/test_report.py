@@ -38,6 +38,7 @@ def test_the_report_lists_every_run_with_its_status_and_needs_no_network(report:
     assert "src=\"data:image/png;base64," in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "the page loads something remote"
     assert "Sample efficiency" in page and "Settings of each algorithm" in page
+    assert "<td>P(pets &gt; sac)</td>" in page  # the pair's probability of improvement
 
 
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
@@ -73,7 +74,8 @@ def test_the_report_in_headless_chromium_shows_its_tables_and_figures(report: Pa
         shot = tmp_path / "report.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
-    assert images and all(ok and width > 100 and height > 100 for ok, width, height in images)
+    assert len(images) == 2  # learning curves, probability of improvement
+    assert all(ok and width > 100 and height > 100 for ok, width, height in images)
     assert tables["efficiency"][0] > 1 and tables["efficiency"][1] > 50
     assert tables["runs"][0] == 1 + 6 and tables["runs"][1] > 50  # header and six runs
     assert failed_color not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)")

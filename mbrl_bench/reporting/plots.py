@@ -242,3 +242,20 @@ def plot_profiles(scores: pd.DataFrame, out_path: str | os.PathLike[str]) -> Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, out_path)
+
+
+def plot_improvement(rows: list[tuple[str, str, float, float, float]],
+                     out_path: str | os.PathLike[str]) -> Path:
+    """Probability of improvement (Agarwal et al. 2021): one row per pair ``(a, b, p, lo,
+    hi)``, P(a > b) with its 95% interval; 0.5 (no difference) marked."""
+    colors = algorithm_colors([r[0] for r in rows] + [r[1] for r in rows])
+    fig, (ax,) = _new_figure(1, (5.0, 0.6 + 0.4 * len(rows)))
+    for y, (a, _b, p, lo, hi) in enumerate(rows):
+        ax.plot([lo, hi], [y, y], color=colors[a], lw=6, alpha=0.5)
+        ax.plot([p], [y], "|", color="k", ms=12)
+    ax.axvline(0.5, color="grey", ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), [f"P({a} > {b})" for a, b, *_ in rows])
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("probability of improvement (averaged over tasks)")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out_path)

@@ -20,13 +20,19 @@ from typing import Any
 
 import pandas as pd
 
+from mbrl_bench.reporting.compare import compare
 from mbrl_bench.reporting.normalise import (
     aggregate,
     normalised_scores,
     random_scores,
     task_scales,
 )
-from mbrl_bench.reporting.plots import plot_aggregate, plot_curves, plot_profiles
+from mbrl_bench.reporting.plots import (
+    plot_aggregate,
+    plot_curves,
+    plot_improvement,
+    plot_profiles,
+)
 from mbrl_bench.reporting.table import (
     load_runs,
     published_references,
@@ -124,6 +130,28 @@ def _aggregate_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> st
             + _figure(plot_profiles(scores, tmp / "profiles.png"), "Performance profiles"))
 
 
+def _improvement_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> str:
+    """P(a > b) over the tasks both ran, for every pair of algorithms (``bench compare``)."""
+    algos = sorted(runs["algo"].astype(str).unique())
+    rows, lines = [], []
+    for i, a in enumerate(algos):
+        for b in algos[i + 1:]:
+            try:
+                overall = compare(runs, evals, a, b)[-1]
+            except ValueError:  # no task with complete runs of both
+                continue
+            rows.append((a, b, overall.p, overall.lo, overall.hi))
+            lines.append({"comparison": f"P({a} > {b})", "p": overall.p, "95% low": overall.lo,
+                          "95% high": overall.hi, "runs": f"{overall.runs_a} vs "
+                          f"{overall.runs_b}", "left out": overall.left_out})
+    if not rows:
+        return "<p>No two algorithms have complete runs of a common task.</p>"
+    return (_table(pd.DataFrame(lines), "improvement")
+            + _figure(plot_improvement(rows, tmp / "improvement.png"),
+                      "Probability of improvement over the tasks both algorithms ran, at the "
+                      "smaller of their budgets (95% stratified bootstrap)"))
+
+
 def build_report(results_dir: str | Path, out_file: str | Path,
                  budgets: Iterable[int] | None = None) -> Path:
     """Write the report of every run under ``results_dir`` to ``out_file`` (HTML)."""
@@ -139,6 +167,7 @@ def build_report(results_dir: str | Path, out_file: str | Path,
                           "Learning curves: mean evaluation return over seeds, 95% bootstrap "
                           "band") if len(evals) else "<p>No evaluation yet.</p>")
         aggregate_html = _aggregate_section(runs, evals, tmp)
+        improvement_html = _improvement_section(runs, evals, tmp)
         body = (
             f"<h1>mbrl-bench report: {html.escape(str(root))}</h1>"
             f"<p>Suites: {html.escape(suites)}. Runs: {len(runs)} ("
@@ -147,6 +176,7 @@ def build_report(results_dir: str | Path, out_file: str | Path,
             "<h2>Sample efficiency</h2>" + _table(table, "efficiency")
             + curves
             + "<h2>Across tasks</h2>" + aggregate_html
+            + "<h2>Probability of improvement</h2>" + improvement_html
             + "<h2>Runs</h2>" + _table(statuses, "runs", row_class="status")
             + "<h2>Settings of each algorithm</h2>" + _settings(runs)
             + "<h2>Code and library versions</h2>" + _table(_versions(runs), "versions"))
