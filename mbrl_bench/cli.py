@@ -347,15 +347,17 @@ def aggregate_cmd(
     """Across tasks: IQM, mean, median and optimality gap of normalised scores (0 = random
     policy, 1 = the published return at the task's last reporting budget) with
     stratified-bootstrap 95% intervals, per algorithm; complete runs only. Also writes the
-    interval estimates (aggregate.png) and performance profiles (profiles.png)."""
+    interval estimates (aggregate.png), performance profiles (profiles.png) and the IQM against
+    the fraction of each task's budget (iqm_over_budget.csv / .png)."""
     from mbrl_bench.reporting.normalise import (
         aggregate,
         format_aggregate,
+        iqm_over_budget,
         normalised_scores,
         random_scores,
         task_scales,
     )
-    from mbrl_bench.reporting.plots import plot_aggregate, plot_profiles
+    from mbrl_bench.reporting.plots import plot_aggregate, plot_iqm_over_budget, plot_profiles
     from mbrl_bench.reporting.table import published_references
 
     _existing_folder(results_dir)
@@ -373,8 +375,11 @@ def aggregate_cmd(
     dest = out or results_dir
     table.to_csv(dest / "aggregate.csv", index=False)
     (dest / "aggregate.md").write_text(text)
+    over_budget = iqm_over_budget(runs, evals, scales)
+    over_budget.to_csv(dest / "iqm_over_budget.csv", index=False)
     figures = [plot_aggregate(table, dest / "aggregate.png"),
-               plot_profiles(scores, dest / "profiles.png")]
+               plot_profiles(scores, dest / "profiles.png"),
+               plot_iqm_over_budget(over_budget, dest / "iqm_over_budget.png")]
     typer.echo(text, nl=False)
     typer.echo(f"\nwritten: {dest / 'aggregate.csv'}, {dest / 'aggregate.md'}, "
                f"{', '.join(str(f) for f in figures)}")

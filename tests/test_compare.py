@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_reporting import write_run
 from typer.testing import CliRunner
 
 from mbrl_bench.cli import app
-from mbrl_bench.reporting.aggregate import probability_of_improvement_ci
+from mbrl_bench.reporting.aggregate import iqm, probability_of_improvement_ci
+from mbrl_bench.reporting.normalise import random_scores
 
 runner = CliRunner()
 
@@ -143,7 +145,15 @@ def test_bench_aggregate_writes_tables_and_names_left_out_tasks(tmp_path: Path) 
     assert "| sac | 1 | 3 |" in res.output
     assert "Not normalised: smoke/Reacher-v5" in res.output
     assert (tmp_path / "aggregate.csv").exists() and (tmp_path / "aggregate.md").exists()
-    for name in ("aggregate.png", "profiles.png"):  # written and not blank
+    over = pd.read_csv(tmp_path / "iqm_over_budget.csv")
+    # evaluations at 10k and 20k: nothing before 50% of the budget, then two points
+    assert list(over["fraction"]) == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    low = random_scores()["Pendulum-v1"]
+    assert over["iqm"].iloc[-1] == pytest.approx(
+        iqm([(r - low) / (-157.0 - low) for r in (-200.0, -600.0, -157.0)]))
+    assert over["iqm"].iloc[0] == pytest.approx(  # at 50%: the returns at 10k (half)
+        iqm([(r / 2 - low) / (-157.0 - low) for r in (-200.0, -600.0, -157.0)]))
+    for name in ("aggregate.png", "profiles.png", "iqm_over_budget.png"):  # not blank
         from matplotlib.image import imread
 
         pixels = imread(tmp_path / name)

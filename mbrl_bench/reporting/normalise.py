@@ -74,20 +74,52 @@ def task_scales(runs: pd.DataFrame, randoms: dict[str, float], published: list[P
     return scales, skipped
 
 
-def normalised_scores(runs: pd.DataFrame, evals: pd.DataFrame, scales: list[TaskScale]
-                      ) -> pd.DataFrame:
-    """One row per complete run that reached its task's budget: ``algo, task, seed, score``."""
+def normalised_scores(runs: pd.DataFrame, evals: pd.DataFrame, scales: list[TaskScale],
+                      fraction: float = 1.0) -> pd.DataFrame:
+    """One row per complete run that reached ``fraction`` of its task's budget (the task's
+    last reporting budget): ``algo, task, seed, score``, the run's return there normalised."""
     rows = []
     by_task = {s.task: s for s in scales}
     for run in runs.to_dict("records"):
         scale = by_task.get(f"{run['suite']}/{run['env']}")
         if scale is None or run["status"] != "complete":
             continue
-        r = return_at_budget(evals[evals["path"] == run["path"]], scale.budget)
+        at = max(1, round(fraction * scale.budget))
+        r = return_at_budget(evals[evals["path"] == run["path"]], at)
         if r is not None:
             rows.append({"algo": run["algo"], "task": scale.task, "seed": int(run["seed"]),
                          "score": (r - scale.random) / (scale.reference - scale.random)})
     return pd.DataFrame(rows, columns=["algo", "task", "seed", "score"])
+
+
+FRACTIONS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+"""Fractions of each task's budget at which :func:`iqm_over_budget` aggregates."""
+
+
+def iqm_over_budget(runs: pd.DataFrame, evals: pd.DataFrame, scales: list[TaskScale],
+                    fractions: tuple[float, ...] = FRACTIONS, seed: int = 0, reps: int = 1000
+                    ) -> pd.DataFrame:
+    """IQM of normalised scores against the fraction of each task's budget (tasks have
+    different budgets, so steps are not comparable across them), per algorithm, with its
+    stratified-bootstrap 95% interval: ``algo, fraction, tasks, runs, iqm, iqm_lo, iqm_hi``.
+    A point is left out where some task of the algorithm has no evaluation yet."""
+    tasks = {a: set(g["task"]) for a, g in normalised_scores(runs, evals, scales).groupby("algo")}
+    rows = []
+    for f in fractions:
+        scores = normalised_scores(runs, evals, scales, f)
+        for algo, group in scores.groupby("algo", sort=True):
+            if set(group["task"]) != tasks.get(str(algo), set()):
+                continue
+            per_task = [g.sort_values("seed")["score"].to_numpy()
+                        for _, g in group.groupby("task")]
+            n = min(len(t) for t in per_task)
+            matrix = np.stack([t[:n] for t in per_task], axis=1)  # runs x tasks
+            point, lo, hi = stratified_bootstrap_ci({str(algo): matrix}, iqm,
+                                                    np.random.default_rng(seed), reps)[str(algo)]
+            rows.append({"algo": algo, "fraction": f, "tasks": matrix.shape[1], "runs": n,
+                         "iqm": point, "iqm_lo": lo, "iqm_hi": hi})
+    return pd.DataFrame(rows, columns=["algo", "fraction", "tasks", "runs", "iqm", "iqm_lo",
+                                       "iqm_hi"])
 
 
 def aggregate(scores: pd.DataFrame, seed: int = 0, reps: int = 2000) -> pd.DataFrame:

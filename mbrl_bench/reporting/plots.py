@@ -259,3 +259,19 @@ def plot_improvement(rows: list[tuple[str, str, float, float, float]],
     ax.set_xlabel("probability of improvement (averaged over tasks)")
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, out_path)
+
+
+def plot_iqm_over_budget(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
+    """IQM of normalised scores against the fraction of each task's budget, one line and 95%
+    band per algorithm. ``table``: from :func:`~mbrl_bench.reporting.normalise.iqm_over_budget`."""
+    colors = algorithm_colors(list(table["algo"]))
+    fig, (ax,) = _new_figure(1, (5.0, 3.5))
+    for algo, group in table.groupby("algo", sort=True):
+        x = 100 * group["fraction"].to_numpy()
+        ax.plot(x, group["iqm"], color=colors[str(algo)], label=str(algo), lw=1.5)
+        ax.fill_between(x, group["iqm_lo"], group["iqm_hi"], color=colors[str(algo)], alpha=0.2)
+    ax.set_xlabel("% of each task's budget")
+    ax.set_ylabel("IQM normalised score")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, out_path)

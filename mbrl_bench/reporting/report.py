@@ -23,6 +23,7 @@ import pandas as pd
 from mbrl_bench.reporting.compare import compare
 from mbrl_bench.reporting.normalise import (
     aggregate,
+    iqm_over_budget,
     normalised_scores,
     random_scores,
     task_scales,
@@ -31,6 +32,7 @@ from mbrl_bench.reporting.plots import (
     plot_aggregate,
     plot_curves,
     plot_improvement,
+    plot_iqm_over_budget,
     plot_profiles,
 )
 from mbrl_bench.reporting.table import (
@@ -127,7 +129,11 @@ def _aggregate_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> st
             + _figure(plot_aggregate(table, tmp / "aggregate.png"),
                       "Aggregate interval estimates of normalised scores (95% stratified "
                       "bootstrap)")
-            + _figure(plot_profiles(scores, tmp / "profiles.png"), "Performance profiles"))
+            + _figure(plot_profiles(scores, tmp / "profiles.png"), "Performance profiles")
+            + _figure(plot_iqm_over_budget(iqm_over_budget(runs, evals, scales),
+                                           tmp / "iqm_over_budget.png"),
+                      "IQM of normalised scores against the fraction of each task's budget "
+                      "(95% stratified bootstrap)"))
 
 
 def _improvement_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> str:
