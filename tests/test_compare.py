@@ -153,6 +153,9 @@ def test_bench_aggregate_writes_tables_and_names_left_out_tasks(tmp_path: Path) 
         iqm([(r - low) / (-157.0 - low) for r in (-200.0, -600.0, -157.0)]))
     assert over["iqm"].iloc[0] == pytest.approx(  # at 50%: the returns at 10k (half)
         iqm([(r / 2 - low) / (-157.0 - low) for r in (-200.0, -600.0, -157.0)]))
+    for stem in ("aggregate", "profiles", "iqm_over_budget"):  # vector versions for papers
+        assert (tmp_path / f"{stem}.pdf").read_bytes().startswith(b"%PDF")
+        assert b"<svg" in (tmp_path / f"{stem}.svg").read_bytes()[:2000]
     for name in ("aggregate.png", "profiles.png", "iqm_over_budget.png"):  # not blank
         from matplotlib.image import imread
 

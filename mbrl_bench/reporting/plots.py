@@ -41,10 +41,17 @@ def _new_figure(n_panels: int, panel_size: tuple[float, float]) -> tuple[Figure,
     return fig, axes
 
 
+VECTOR_FORMATS = ("pdf", "svg")
+"""Written beside every PNG figure, with the same name (for papers)."""
+
+
 def _save(fig: Figure, out_path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` as the PNG ``out_path`` and as PDF and SVG beside it; returns the PNG."""
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=100)
+    for fmt in VECTOR_FORMATS:
+        fig.savefig(path.with_suffix(f".{fmt}"), format=fmt)
     return path
 
 
