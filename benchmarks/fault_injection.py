@@ -41,7 +41,7 @@ RUNS = 11  # the smoke suite's runs
 
 def bench(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "mbrl_bench", "run", "--suite", SUITE, "--threads", "1",
-            "--out", str(out), *extra]
+            "--device", "cpu", "--out", str(out), *extra]
 
 
 def running_metas(out: Path) -> list[dict[str, Any]]:

@@ -61,8 +61,8 @@ def _local_rows(out: Path) -> Path:
     golden = GOLDEN_DIR / signature() / "smoke"
     if golden.is_dir():
         return golden
-    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--threads", "1", "--out",
-                                   str(out)])
+    res = CliRunner().invoke(app, ["run", "--suite", "smoke", "--threads", "1", "--device",
+                                   "cpu", "--out", str(out)])
     assert res.exit_code == 0, res.output
     return out / "smoke"
 
@@ -77,7 +77,7 @@ def test_the_smoke_suite_on_a_ray_cluster_survives_a_lost_node(tmp_path: Path) -
         out = tmp_path / "ray"
         driver = subprocess.Popen(
             [sys.executable, "-m", "mbrl_bench", "run", "--suite", "smoke", "--executor", "ray",
-             "--address", cluster.address, "--threads", "1", "--out", str(out)],
+             "--address", cluster.address, "--threads", "1", "--device", "cpu", "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         victim, killed = None, False
         deadline = time.monotonic() + 400
