@@ -80,8 +80,8 @@ def has_bf16_units(device: torch.device) -> bool:
     """Whether ``device`` multiplies bf16 matrices in hardware: a GPU that supports bf16, or a
     CPU with AVX512-BF16 or AMX-BF16 (elsewhere torch emulates bf16 products, 10-20x slower
     than fp32 on the AMD EPYC (AVX2) of this project's machines)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cuda":  # bf16 tensor cores from Ampere (compute capability 8) on
+        return torch.cuda.get_device_capability(device)[0] >= 8
     try:
         with open("/proc/cpuinfo") as f:
             flags = next((line for line in f if line.startswith("flags")), "").split()

@@ -60,6 +60,8 @@ def test_a_run_resumes_only_on_the_kind_of_device_it_started_on(tmp_path: Path) 
     started_on_gpu = {**meta, "status": "running", "device": "cuda:1"}
     assert device_mismatch(started_on_gpu, "cuda") is None
     assert "resume it with --device cuda" in str(device_mismatch(started_on_gpu, "cpu"))
+    before_devices = {k: v for k, v in started_on_gpu.items() if k != "device"}
+    assert "resume it with --device cpu" in str(device_mismatch(before_devices, "cuda:0"))
     path = tmp_path / "out" / "s" / "mbrl_bench_PointMass-v0" / "sac" / "seed_0" / "run.json"
     path.write_text(json.dumps(started_on_gpu))
     code, out = _run(tmp_path, "--device", "cpu")

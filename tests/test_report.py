@@ -41,6 +41,17 @@ def test_the_report_lists_every_run_with_its_status_and_needs_no_network(report:
     assert "<td>P(pets &gt; sac)</td>" in page  # the pair's probability of improvement
 
 
+def test_a_folder_of_failed_runs_still_gets_its_report(tmp_path: Path) -> None:
+    from test_reporting import write_run
+
+    write_run(tmp_path / "r", "sac", 0, [1000, 2000], [1.0, 2.0], status="failed")
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert '<tr class="failed"><td>smoke/Pendulum-v1/sac/seed_0</td>' in page
+    assert "No learning curve" in page
+
+
 def test_report_errors_are_one_line(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "Traceback" not in res.output

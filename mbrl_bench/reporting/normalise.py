@@ -108,8 +108,10 @@ def iqm_over_budget(runs: pd.DataFrame, evals: pd.DataFrame, scales: list[TaskSc
     for f in fractions:
         scores = normalised_scores(runs, evals, scales, f)
         for algo, group in scores.groupby("algo", sort=True):
-            if set(group["task"]) != tasks.get(str(algo), set()):
+            wanted = tasks.get(str(algo), set())
+            if not wanted or not wanted <= set(group["task"]):
                 continue
+            group = group[group["task"].isin(wanted)]
             per_task = [g.sort_values("seed")["score"].to_numpy()
                         for _, g in group.groupby("task")]
             n = min(len(t) for t in per_task)

@@ -87,8 +87,10 @@ def run_rows(runs: pd.DataFrame) -> pd.DataFrame:
     for run in runs.to_dict("records"):
         st = run_status(Path(str(run["path"])))
         rows.append({"run": run["run_id"], "status": st.status,
-                     "last env step": st.env_step, "budget": run.get("budget"),
-                     "device": run.get("device") or "cpu (before devices were recorded)",
+                     "last env step": "–" if st.env_step is None else str(st.env_step),
+                     "budget": run.get("budget"),
+                     "device": (run["device"] if isinstance(run.get("device"), str)
+                                else "cpu (before devices were recorded)"),
                      "code version": run.get("code_version"), "error": st.error or ""})
     return pd.DataFrame(rows)
 
@@ -169,16 +171,20 @@ def build_report(results_dir: str | Path, out_file: str | Path,
     suites = ", ".join(sorted(runs["suite"].astype(str).unique()))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        curves = (_figure(plot_curves(evals, tmp / "curves.png"),
-                          "Learning curves: mean evaluation return over seeds, 95% bootstrap "
-                          "band") if len(evals) else "<p>No evaluation yet.</p>")
+        try:
+            curves = _figure(plot_curves(evals, tmp / "curves.png"), "Learning curves: mean "
+                             "evaluation return over seeds (failed runs left out), 95% bootstrap "
+                             "band")
+        except ValueError as e:  # nothing to draw: no evaluation of a run that has not failed
+            curves = f"<p>No learning curve: {html.escape(str(e))}</p>"
         aggregate_html = _aggregate_section(runs, evals, tmp)
         improvement_html = _improvement_section(runs, evals, tmp)
         body = (
             f"<h1>mbrl-bench report: {html.escape(str(root))}</h1>"
             f"<p>Suites: {html.escape(suites)}. Runs: {len(runs)} ("
             + ", ".join(f"{n} {html.escape(str(k))}" for k, n in sorted(counts.items()))
-            + "). Failed and unfinished runs are listed below and never averaged in.</p>"
+            + "). Failed runs are listed below and never averaged in; unfinished runs count "
+            "only at budgets they have reached.</p>"
             "<h2>Sample efficiency</h2>" + _table(table, "efficiency")
             + curves
             + "<h2>Across tasks</h2>" + aggregate_html

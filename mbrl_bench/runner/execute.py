@@ -209,7 +209,9 @@ def preflight(specs: Sequence[RunSpec], out: Path, device: str = "cpu") -> None:
                 f"this folder holds a run of a different configuration "
                 f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
                 "remove the folder")
-        if meta is not None and device != "auto":
+        resumes = (meta is not None and meta.get("status") not in ("complete", "failed")
+                   and (spec.run_dir(out) / CHECKPOINT_FILE).exists())
+        if resumes and meta is not None and device != "auto":
             problem = device_mismatch(meta, device)
             if problem:
                 raise ConfigError(str(spec.run_dir(out)), "--device", problem)
@@ -238,9 +240,9 @@ def device_mismatch(meta: dict[str, Any], device: str) -> str | None:
     """Why a run recorded in ``meta`` cannot continue on ``device`` (None: it can): a run that
     started on one kind of device (CPU or GPU) continues on that kind, so that its numbers come
     from one arithmetic."""
-    started = meta.get("device")
+    started = meta.get("device") or "cpu"  # runs from before devices were recorded: the CPU
     kind = str(started).split(":")[0]
-    if started and meta.get("status") != "complete" and kind != device.split(":")[0]:
+    if meta.get("status") != "complete" and kind != device.split(":")[0]:
         return (f"this run started on {started}; resume it with --device {kind}, or remove "
                 f"its folder to restart it on {device}")
     return None
@@ -362,6 +364,9 @@ def _init_worker(parent: int, gpu_slots: Any = None) -> None:
     _die_with_parent(parent)
     if gpu_slots is not None:
         _WORKER_DEVICE = gpu_slots.get()
+        import torch
+
+        torch.cuda.set_device(_WORKER_DEVICE)  # no context on another GPU by default
 
 
 def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
@@ -427,6 +432,8 @@ def run_all(
     cores = os.cpu_count() or 1
     # one thread pool per core at most: oversubscribed OpenMP threads spin and slow runs 5-10x
     env_threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if executor == "ray":  # one thread per run by default: a node runs as many runs as cores
+        threads = threads or env_threads or 1
     threads = threads or env_threads or max(1, cores // max(workers, 1))
     if executor == "ray":
         return _run_ray(specs, out, threads, retry_failed, address, progress, device,
@@ -453,6 +460,8 @@ def run_all(
                 outcomes.append(f.result())
             except BrokenProcessPool:  # a worker was killed: the pool ends every run it had
                 outcomes.append(Outcome(futures[f].run_id, "lost", LOST_WORKER))
+            except Exception as e:  # raised outside the run's own guard (e.g. its run.json)
+                outcomes.append(Outcome(futures[f].run_id, "failed", f"{type(e).__name__}: {e}"))
     finally:
         _close(pool)
     order = {s.run_id: i for i, s in enumerate(specs)}
@@ -489,10 +498,9 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bo
     if device.startswith("cuda:"):
         raise ConfigError("--device", device, "with --executor ray, give cuda: Ray assigns "
                           "each run its GPU")
-    gpus = 1.0 / runs_per_gpu if device == "cuda" else 0.0
     try:
         import ray
-        from ray.exceptions import RayError
+        from ray.exceptions import RayError, RayTaskError
     except ImportError as e:
         raise ConfigError("--executor", "ray", "Ray is not installed: pip install "
                           "'mbrl-bench[ray]' (and start or join a cluster)") from e
@@ -504,6 +512,13 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bo
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise ConfigError("--address", str(address), f"no Ray cluster answers there "
                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0.0))
+    if device == "cuda" and cluster_gpus == 0:
+        raise ConfigError("--device", device, "the Ray cluster has no GPU (its runs could never "
+                          "be scheduled); use --device cpu or auto")
+    if device == "auto":  # the cluster decides: Ray hides GPUs from tasks that ask for none
+        device = "cuda" if cluster_gpus > 0 else "cpu"
+    gpus = 1.0 / runs_per_gpu if device == "cuda" else 0.0
     remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=RAY_TASK_RETRIES,
                         retry_exceptions=False)(_worker)
     pending = {remote.remote(s, out.resolve(), threads, retry_failed,  # type: ignore[call-arg]
@@ -515,6 +530,9 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bo
         spec = pending.pop(ref)
         try:
             outcomes[spec.run_id] = ray.get(ref)
+        except RayTaskError as e:  # raised in the task, outside the run's own guard: no retry
+            line = str(e).strip().splitlines()[-1][:300]
+            outcomes[spec.run_id] = Outcome(spec.run_id, "failed", line)
         except RayError as e:  # its worker or node was lost more than RAY_TASK_RETRIES times
             line = str(e).strip().splitlines()[0][:300]
             progress(f"{spec.run_id}: LOST: {type(e).__name__}: {line}")

@@ -193,12 +193,13 @@ class RunStore:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         _atomic_write(self.dir / CHECKPOINT_FILE, lambda f: torch.save(state, f))
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+        """The checkpoint's contents with every tensor on ``device`` (the run's), or None."""
         path = self.dir / CHECKPOINT_FILE
         if not path.exists():
             return None
         try:
-            return dict(torch.load(path, weights_only=True))
+            return dict(torch.load(path, weights_only=True, map_location=device))
         except Exception as e:  # truncated or foreign file: say what to do, every time
             raise CorruptCheckpointError(
                 f"{path} cannot be loaded ({type(e).__name__}: {str(e)[:200]}); delete it to "
