@@ -170,10 +170,13 @@ def test_a_field_added_later_keeps_old_run_hashes_while_at_its_default() -> None
 
     from mbrl_bench.runner.execute import expand
     from mbrl_bench.spec import EnvEntry, load_recipe, load_suite, recipe_hash
+    from mbrl_bench.sweep import parse_set
 
     # written into run.json by code df6730b, before `improve_from_initial` and `optimal_length`
+    # (and before mbpo's patience became 6: that run had 5)
     (spec,) = expand(load_suite("mujoco"), ["mbpo"], [1], steps=5000,
-                     env_filter="InvertedPendulum", progress=lambda s: None)
+                     env_filter="InvertedPendulum", progress=lambda s: None,
+                     sets=[parse_set("model.patience=5")])
     assert spec.config_hash == "92a1f3a59199"
     recipe = load_recipe("mbpo", "Hopper-v5")
     entry = EnvEntry(id="Hopper-v5", budget=1000, eval_every=500)
