@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from golden_runs import GOLDEN_DIR, read_rows, signature
+from ray_nodes import node_of, reference_dir
 
 SUITE = "smoke"
 RUNS = 11  # the smoke suite's runs
@@ -144,18 +145,6 @@ def ray_mode(out: Path, kills: int, rng: random.Random, log: list[str]) -> None:
         cluster.shutdown()
 
 
-def node_of(pid: int, nodes: list[Any]) -> Any:
-    raylets = {n.all_processes["raylet"][0].process.pid: n for n in nodes}
-    while pid > 1:
-        if pid in raylets:
-            return raylets[pid]
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            return None
-    return None
-
-
 def compare(out: Path, reference: Path) -> list[str]:
     """Differences between the suite's rows under ``out`` and the reference rows."""
     problems = []
@@ -167,7 +156,7 @@ def compare(out: Path, reference: Path) -> list[str]:
         rel = run_dir.relative_to(out / SUITE)
         if meta["status"] != "complete":
             problems.append(f"{rel}: {meta['status']}")
-        want_dir = reference / rel if (reference / rel).is_dir() else reference / rel.parent
+        want_dir = reference_dir(reference, rel)
         for name in ("evals.csv", "metrics.csv"):
             got, want = read_rows(run_dir / name), read_rows(want_dir / name)
             steps = [r.get("env_step") for r in got]

@@ -6,6 +6,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from mbrl_bench.devices import randint
+
 
 class Batch(NamedTuple):
     """A batch of transitions. Shapes: obs ``B x O``, act ``B x A``, rew ``B``, next_obs ``B x O``,
@@ -111,9 +113,8 @@ class ReplayBuffer:
         """``batch_size`` transitions drawn uniformly with replacement."""
         if self.size == 0:
             raise ValueError("cannot sample from an empty buffer")
-        idx = torch.randint(0, self.size, (batch_size,), generator=generator,
-                            device=generator.device)
-        return self._batch(self.data[idx.to(self.data.device)])
+        return self._batch(self.data[randint(self.size, (batch_size,), generator,
+                                             self.data.device)])
 
     def get(self, idx: torch.Tensor) -> Batch:
         """Transitions at positions ``idx`` (``B``)."""

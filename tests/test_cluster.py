@@ -18,30 +18,12 @@ from typing import Any
 
 import pytest
 from golden_runs import GOLDEN_DIR, read_rows, signature
+from ray_nodes import node_of, reference_dir
 from typer.testing import CliRunner
 
 from mbrl_bench.cli import app
 
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed: pip install -e '.[ray]'")
-
-
-def _parent(pid: int) -> int:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[1])
-
-
-def _node_of(pid: int, nodes: list[Any]) -> Any:
-    """The cluster node whose raylet started the worker process ``pid``."""
-    raylets = {n.all_processes["raylet"][0].process.pid: n for n in nodes}
-    chain = [pid]
-    while chain[-1] > 1:
-        if chain[-1] in raylets:
-            return raylets[chain[-1]]
-        chain.append(_parent(chain[-1]))
-    raise AssertionError(f"the running worker belongs to no worker node ({chain}, {raylets})")
 
 
 def _running_with_checkpoint(out: Path) -> dict[str, Any] | None:
@@ -84,7 +66,8 @@ def test_the_smoke_suite_on_a_ray_cluster_survives_a_lost_node(tmp_path: Path) -
         while driver.poll() is None and time.monotonic() < deadline:
             victim = victim or _running_with_checkpoint(out)
             if victim is not None and not killed:
-                node = _node_of(victim["pid"], nodes)
+                node = node_of(victim["pid"], nodes)
+                assert node is not None, f"no worker node runs process {victim['pid']}"
                 cluster.remove_node(node, allow_graceful=False)  # its raylet and workers die
                 cluster.add_node(num_cpus=1)
                 killed = True
@@ -106,9 +89,7 @@ def test_the_smoke_suite_on_a_ray_cluster_survives_a_lost_node(tmp_path: Path) -
     for run_dir in runs:
         for name in ("evals.csv", "metrics.csv"):
             got = read_rows(run_dir / name)
-            rel = run_dir.relative_to(out / "smoke")  # <env>/<algo>/seed_0
-            want_dir = local / rel if (local / rel).is_dir() else local / rel.parent  # golden
-            want = read_rows(want_dir / name)
+            want = read_rows(reference_dir(local, run_dir.relative_to(out / "smoke")) / name)
             assert got == want, f"{run_dir.relative_to(out)}/{name} differs from the local run"
             steps = [r["env_step"] for r in got]
             assert len(steps) == len(set(steps)), f"{run_dir}/{name}: a row is duplicated"

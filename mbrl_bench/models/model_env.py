@@ -42,6 +42,7 @@ from typing import Literal, get_args
 
 import torch
 
+from mbrl_bench.devices import randint, randn, randperm
 from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble
 
@@ -137,8 +138,7 @@ class ModelEnv:
         return self._state
 
     def _randint(self, high: int, n: int) -> torch.Tensor:
-        g = self.generator
-        return torch.randint(high, (n,), generator=g, device=g.device).to(self.model.device)
+        return randint(high, (n,), self.generator, self.model.device)
 
     def reset(self, obs: torch.Tensor, members: torch.Tensor | None = None) -> ModelState:
         """Start ``B`` rows at ``obs`` (``B x O``).
@@ -154,8 +154,7 @@ class ModelEnv:
         self._layout = None
         if self.propagation == "fixed_member":
             if members is None:
-                g = self.generator
-                perm = torch.randperm(b, generator=g, device=g.device).to(model.device)
+                perm = randperm(b, self.generator, model.device)
                 members = torch.empty(b, dtype=torch.long, device=model.device)
                 members[perm] = torch.arange(b, device=model.device) % E
             else:
@@ -210,8 +209,7 @@ class ModelEnv:
             raise ValueError(f"step: expected act {b} x {model.act_dim}, got {tuple(act_t.shape)}")
         mean, var, members = self._predict(obs, act_t, check_finite)
         if sample and not model.deterministic:
-            g = self.generator
-            noise = torch.randn(mean.shape, generator=g, device=g.device).to(mean.device)
+            noise = randn(mean.shape, self.generator, mean.device)
             out = mean + var.sqrt() * noise
         else:
             out = mean

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from mbrl_bench.devices import randperm
 from mbrl_bench.errors import NonFiniteError
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
 
@@ -170,8 +171,7 @@ class ModelTrainer:
         cont, n_units = self._units(x.shape[0], ended)
         n_hold = (max(1, min(int(n_units * cfg.holdout_ratio), cfg.max_holdout))
                   if cfg.holdout_ratio > 0 else 0)
-        perm = torch.randperm(n_units, generator=generator, device=generator.device).to(
-            model.device)
+        perm = randperm(n_units, generator, model.device)
         hold, train = perm[:n_hold], perm[n_hold:]
         x_hold, y_hold = x[hold], y[hold]
         model.normalizer.fit(x[train])

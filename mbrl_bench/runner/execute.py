@@ -426,7 +426,8 @@ def run_all(
     if runs_per_gpu < 1:
         raise ConfigError("--runs-per-gpu", str(runs_per_gpu), "a positive integer")
     slots = gpu_slots(device, runs_per_gpu) if executor == "local" else []
-    preflight(specs, out, slots[0] if slots else ("cpu" if executor == "local" else device))
+    local_device = slots[0] if slots else "cpu"  # the in-process run's (the pool's: per worker)
+    preflight(specs, out, local_device if executor == "local" else device)
     if slots:
         workers = len(slots)
     cores = os.cpu_count() or 1
@@ -442,8 +443,7 @@ def run_all(
         import torch
 
         torch.set_num_threads(threads)
-        return [execute_run(s, out, progress, retry_failed, device=slots[0] if slots else "cpu")
-                for s in specs]
+        return [execute_run(s, out, progress, retry_failed, device=local_device) for s in specs]
     ctx = multiprocessing.get_context("spawn")
     queue = None
     if slots:
