@@ -1,0 +1,158 @@
+"""Does ``model.precision = "bf16"`` change what is learned? MBPO on InvertedPendulum-v5 and PETS
+on the continuous cart-pole, fp32 against bf16, the same seeds, with the model's holdout error
+beside each return (issue 13's check; on a device with bf16 matrix units, where bf16 pays).
+
+    python benchmarks/precision_learning.py [--device cuda] [--seeds 3] [--mbpo-steps 3000]
+        [--pets-steps 500] [--workers 12] [--deadline 0] [--out results/precision_learning]
+
+Both algorithms run at once (``--workers`` runs in parallel between them, split evenly). With
+``--deadline S`` (seconds) the runs are stopped after S seconds and compared at the largest
+evaluation step every run reached; runs resume, so the same command continues them later.
+Writes ``report.txt`` and ``evals.csv`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SUITE = """
+description = "fp32 against bf16 model products (benchmarks/precision_learning.py)"
+seeds = [0]
+[[envs]]
+id = "InvertedPendulum-v5"
+budget = {mbpo_steps}
+eval_every = 250
+eval_episodes = 5
+[[envs]]
+id = "mbrl_bench/ContinuousCartPole-v0"
+budget = {pets_steps}
+eval_every = 250
+eval_episodes = 1
+initial_random_steps = 200
+"""
+HOLDOUT = ("model_holdout_mse", "model_holdout_nll")
+
+
+def last_finite(rows: list[dict[str, str]], key: str) -> float:
+    for r in reversed(rows):
+        v = r.get(key)
+        if v not in (None, "", "nan") and math.isfinite(float(v)):
+            return float(v)
+    return math.nan
+
+
+def read_runs(out: Path) -> list[dict[str, object]]:
+    """One record per run: algorithm, precision, seed, evaluations, last holdout errors."""
+    runs = []
+    for run_json in sorted(out.rglob("run.json")):
+        meta = json.loads(run_json.read_text())
+        d = run_json.parent
+        evals_path, metrics_path = d / "evals.csv", d / "metrics.csv"
+        evals = list(csv.DictReader(evals_path.open())) if evals_path.exists() else []
+        metrics = list(csv.DictReader(metrics_path.open())) if metrics_path.exists() else []
+        precision = "bf16" if "bf16" in json.dumps(meta.get("settings")) else "fp32"
+        runs.append({
+            "algo": str(meta["algo"]).split("[")[0], "env": meta["env_id"], "precision": precision,
+            "seed": int(d.name.removeprefix("seed_")),
+            "evals": {int(float(r["env_step"])): float(r["return_mean"]) for r in evals},
+            **{k: last_finite(metrics, k) for k in HOLDOUT},
+            "wall_s": float(meta.get("wall_clock_s") or 0.0), "status": meta.get("status", "?"),
+        })
+    return runs
+
+
+def report(runs: list[dict[str, object]], header: list[str]) -> str:
+    lines = [*header, "", "algo | precision | seeds | step | return per seed | mean | "
+             "last holdout MSE (mean over seeds) | last holdout NLL | wall-clock s per run"]
+    for algo in sorted({str(r["algo"]) for r in runs}):
+        mine = [r for r in runs if r["algo"] == algo]
+        common = set.intersection(*(set(r["evals"]) for r in mine))  # type: ignore[arg-type]
+        step = max(common) if common else None
+        for prec in ("fp32", "bf16"):
+            rs = sorted((r for r in mine if r["precision"] == prec), key=lambda r: r["seed"])  # type: ignore[arg-type,return-value]
+            if not rs or step is None:
+                continue
+            rets = [r["evals"][step] for r in rs]  # type: ignore[index]
+            mse = statistics.mean(float(r["model_holdout_mse"]) for r in rs)  # type: ignore[arg-type]
+            nll = statistics.mean(float(r["model_holdout_nll"]) for r in rs)  # type: ignore[arg-type]
+            walls = ", ".join(f"{float(r['wall_s']):.0f}" for r in rs)  # type: ignore[arg-type]
+            lines.append(f"{algo} | {prec} | {len(rs)} | {step} | "
+                         + ", ".join(f"{x:.1f}" for x in rets)
+                         + f" | {statistics.mean(rets):.1f} | {mse:.4g} | {nll:.4g} | {walls}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--seeds", default="3")
+    ap.add_argument("--mbpo-steps", type=int, default=3000)
+    ap.add_argument("--pets-steps", type=int, default=500)
+    ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--deadline", type=float, default=0.0, help="seconds; 0: none")
+    ap.add_argument("--out", type=Path, default=Path("results/precision_learning"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    suite = args.out / "precision.toml"
+    suite.write_text(SUITE.format(mbpo_steps=args.mbpo_steps, pets_steps=args.pets_steps))
+    per = max(1, args.workers // 2)
+    common = ["--suite", str(suite), "--seeds", args.seeds, "--set", "model.precision=fp32,bf16",
+              "--device", args.device, "--workers", str(per), "--out", str(args.out / "runs")]
+    if args.device.startswith("cuda"):
+        common += ["--runs-per-gpu", str(per)]
+    cmds = [[sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", "mbpo", "--env",
+             "InvertedPendulum*"],
+            [sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", "pets", "--env",
+             "*CartPole*"]]
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, start_new_session=True) for c in cmds]
+    stopped = False
+    while any(p.poll() is None for p in procs):
+        if args.deadline and time.perf_counter() - t0 > args.deadline:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+            stopped = True
+            break
+        time.sleep(1.0)
+    for p in procs:
+        p.wait()
+    wall = time.perf_counter() - t0
+    import torch
+
+    where = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
+             and torch.cuda.is_available() else "CPU")
+    header = [
+        f"command: python benchmarks/precision_learning.py --device {args.device} --seeds "
+        f"{args.seeds} --mbpo-steps {args.mbpo_steps} --pets-steps {args.pets_steps} "
+        f"--workers {args.workers} --deadline {args.deadline:g}",
+        f"device: {where}; torch {torch.__version__}; {os.cpu_count()} cores; "
+        f"{len(cmds)} suites at once, {per} runs each at a time; {wall:.0f} s"
+        + (" (stopped at the deadline: compared at the last step every run reached)"
+           if stopped else ""),
+        "exit codes: " + ", ".join(str(p.returncode) for p in procs),
+    ]
+    runs = read_runs(args.out / "runs")
+    text = report(runs, header)
+    (args.out / "report.txt").write_text(text)
+    with (args.out / "evals.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["algo", "precision", "seed", "env_step", "return_mean"])
+        for r in runs:
+            for step, ret in sorted(r["evals"].items()):  # type: ignore[attr-defined]
+                w.writerow([r["algo"], r["precision"], r["seed"], step, ret])
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
