@@ -37,7 +37,7 @@ echo "gpu_check cuda (nothing beside it): $(( $(date +%s) - t )) s" | tee -a "$l
 # The CPU half of the check (4 threads) beside the fp32/bf16 learning runs on the GPU (12
 # processes): its returns are the comparison; its wall-clock was measured beside them.
 t=$(date +%s)
-(OMP_NUM_THREADS=4 timeout 300 python3 benchmarks/gpu_check.py --devices cpu \
+(OMP_NUM_THREADS=4 timeout 240 python3 benchmarks/gpu_check.py --devices cpu \
   --out /tmp/gpu_check >"$OUT/gpu_check_cpu.log" 2>&1;
  echo "gpu_check cpu (4 threads, beside the learning runs): $(( $(date +%s) - t )) s" \
    >>"$OUT/gpu_check_cpu.log") &
