@@ -338,6 +338,40 @@ def compare(
     typer.echo(format_comparisons(lines, a, b), nl=False)
 
 
+@app.command()
+def ablations(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],
+    budget: Annotated[int | None, typer.Option(
+        help="Compare returns at this env step (default: per pair and task, the smaller of the "
+             "two budgets).", min=1)] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write ablations.csv / .md / .png "
+                                             "(default: RESULTS_DIR).")] = None,
+) -> None:
+    """Each ablation against its base: a recipe with `base = B` (mbpo-no-model, mbpo-k1,
+    mbpo-mve over mbpo; pets-ts1 ... over pets) or a --set variant B[key=value] of B, on every
+    task both have complete runs of: each one's mean return with a bootstrap 95% interval, the
+    difference ablation - base with its interval, and P(ablation > base); and the figure."""
+    from mbrl_bench.reporting.ablation import ablation_table, format_ablations
+    from mbrl_bench.reporting.plots import plot_ablations
+
+    _existing_folder(results_dir)
+    runs, evals = _load_runs(results_dir)
+    table = ablation_table(runs, evals, budget)
+    if table.empty:
+        _fail(f"no ablation beside its base under {results_dir}: need complete runs of a recipe "
+              "with a `base` (or a --set variant) and of that base on one task")
+        return
+    dest = out if out is not None else results_dir
+    _writable_folder(dest, "--out")
+    text = format_ablations(table)
+    table.to_csv(dest / "ablations.csv", index=False)
+    (dest / "ablations.md").write_text(text)
+    figure = plot_ablations(table, dest / "ablations.png")
+    typer.echo(text, nl=False)
+    typer.echo(f"wrote {dest / 'ablations.csv'}, {dest / 'ablations.md'} and {figure} "
+               "(.pdf, .svg)")
+
+
 @app.command("aggregate")
 def aggregate_cmd(
     results_dir: Annotated[Path, typer.Argument(help="Folder of runs (searched recursively).")],

@@ -161,3 +161,58 @@ def test_bench_aggregate_writes_tables_and_names_left_out_tasks(tmp_path: Path) 
 
         pixels = imread(tmp_path / name)
         assert pixels.shape[0] > 100 and float(pixels[..., :3].std()) > 0.01, name
+
+
+def test_difference_of_means_by_hand_and_its_interval() -> None:
+    from mbrl_bench.reporting.aggregate import difference_ci
+
+    d, lo, hi = difference_ci([3.0, 5.0], [1.0], np.random.default_rng(0), reps=500)
+    assert d == 3.0  # mean(3, 5) - 1
+    assert (lo, hi) != (d, d) and 2.0 <= lo <= d <= hi <= 4.0  # resamples of {3, 5} minus 1
+    assert difference_ci([2.0], [1.0], np.random.default_rng(0)) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="contains NaN"):
+        difference_ci([1.0, float("nan")], [1.0], np.random.default_rng(0))
+
+
+def test_each_ablation_against_its_base_table_figure_and_command(tmp_path: Path) -> None:
+    from mbrl_bench.reporting.ablation import ablation_table, shipped_base
+
+    assert [shipped_base(a) for a in ("mbpo-no-model", "mbpo-mve", "pets-ts1", "mbpo",
+                                      "mbpo[rollout.k=1]", "not-a-recipe")] == [
+        "mbpo", "mbpo", "pets", None, "mbpo", None]
+    root = tmp_path / "runs"
+    for seed in range(3):
+        write_run(root, "mbpo", seed, [1000, 2000], [10.0, 20.0 + seed])
+        write_run(root, "mbpo-no-model", seed, [1000, 2000], [5.0, 10.0 + seed])
+        write_run(root, "mbpo[rollout.k=1]", seed, [1000, 2000], [5.0, 30.0 + seed])
+        write_run(root, "sac", seed, [1000, 2000], [1.0, 2.0])  # no base: not an ablation
+    write_run(root, "mbpo-no-model", 3, [1000], [99.0], status="failed")
+    from mbrl_bench.reporting.table import load_runs
+
+    table = ablation_table(*load_runs(root))
+    assert list(table["ablation"]) == ["mbpo-no-model", "mbpo[rollout.k=1]"]
+    no_model, k1 = table.to_dict("records")
+    assert (no_model["budget"], no_model["base_mean"], no_model["ablation_mean"]) == (2000, 21.0,
+                                                                                    11.0)
+    assert no_model["difference"] == -10.0 and no_model["difference_hi"] < 0
+    assert no_model["p_improvement"] == 0.0 and no_model["left_out"] == 1
+    assert no_model["ablation_returns"] == (10.0, 11.0, 12.0)
+    assert k1["difference"] == 10.0 and k1["p_improvement"] == 1.0
+    res = runner.invoke(app, ["ablations", str(root), "--budget", "1000", "--out",
+                              str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "| smoke/Pendulum-v1 | mbpo | mbpo-no-model | 1000 | 10.0 [10.0, 10.0] | 5.0" in (
+        res.output)
+    for name in ("ablations.csv", "ablations.md", "ablations.png", "ablations.pdf",
+                 "ablations.svg"):
+        assert (tmp_path / "out" / name).stat().st_size > 0, name
+    only_sac = tmp_path / "sac-only"
+    write_run(only_sac, "sac", 0, [1000], [1.0])
+    res = runner.invoke(app, ["ablations", str(only_sac)])
+    assert res.exit_code == 2 and "no ablation beside its base" in res.output
+    res = runner.invoke(app, ["report", str(root), "--out", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    page = (tmp_path / "r.html").read_text()
+    section = page[page.index("<h2>Ablations</h2>"):page.index("<h2>Runs</h2>")]
+    assert "class='ablations'" in section or 'class="ablations"' in section, section[:300]
+    assert section.count("data:image/png;base64,") == 1 and "mbpo-no-model" in section

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from mbrl_bench.reporting.ablation import ablation_table
 from mbrl_bench.reporting.compare import compare
 from mbrl_bench.reporting.normalise import (
     aggregate,
@@ -29,6 +30,7 @@ from mbrl_bench.reporting.normalise import (
     task_scales,
 )
 from mbrl_bench.reporting.plots import (
+    plot_ablations,
     plot_aggregate,
     plot_curves,
     plot_improvement,
@@ -138,6 +140,18 @@ def _aggregate_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> st
                       "(95% stratified bootstrap)"))
 
 
+def _ablation_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> str:
+    """Each ablation against its base (``bench ablations``)."""
+    table = ablation_table(runs, evals)
+    if table.empty:
+        return "<p>No ablation with complete runs beside its base.</p>"
+    shown = table.drop(columns=["base_returns", "ablation_returns"])
+    return (_table(shown, "ablations")
+            + _figure(plot_ablations(table, tmp / "ablations.png"),
+                      "Each ablation against its base: runs (dots), mean and 95% bootstrap "
+                      "interval; the base's mean dashed"))
+
+
 def _improvement_section(runs: pd.DataFrame, evals: pd.DataFrame, tmp: Path) -> str:
     """P(a > b) over the tasks both ran, for every pair of algorithms (``bench compare``)."""
     algos = sorted(runs["algo"].astype(str).unique())
@@ -179,6 +193,7 @@ def build_report(results_dir: str | Path, out_file: str | Path,
             curves = f"<p>No learning curve: {html.escape(str(e))}</p>"
         aggregate_html = _aggregate_section(runs, evals, tmp)
         improvement_html = _improvement_section(runs, evals, tmp)
+        ablation_html = _ablation_section(runs, evals, tmp)
         body = (
             f"<h1>mbrl-bench report: {html.escape(str(root))}</h1>"
             f"<p>Suites: {html.escape(suites)}. Runs: {len(runs)} ("
@@ -189,6 +204,7 @@ def build_report(results_dir: str | Path, out_file: str | Path,
             + curves
             + "<h2>Across tasks</h2>" + aggregate_html
             + "<h2>Probability of improvement</h2>" + improvement_html
+            + "<h2>Ablations</h2>" + ablation_html
             + "<h2>Runs</h2>" + _table(statuses, "runs", row_class="status")
             + "<h2>Settings of each algorithm</h2>" + _settings(runs)
             + "<h2>Code and library versions</h2>" + _table(_versions(runs), "versions"))
