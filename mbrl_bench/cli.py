@@ -76,6 +76,32 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _check_run_options(executor: str, address: str | None, workers: int, threads: int | None,
+                       algos: str | None) -> None:
+    if executor not in ("local", "ray"):
+        raise typer.BadParameter("--executor must be local or ray")
+    if address is not None and executor != "ray":
+        raise typer.BadParameter("--address is the Ray cluster's: give --executor ray with it")
+    if workers < 1:
+        raise typer.BadParameter("--workers must be at least 1")
+    if threads is not None and threads < 1:
+        raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
+    if algos is not None and not algos.replace(",", "").strip():
+        raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
+
+
+def _loggers(values: list[str] | None) -> tuple[str, ...]:
+    """``--logger`` values (repeated or comma-separated), checked: a one-line error for an
+    unknown name or a missing package."""
+    from mbrl_bench.runner.trackers import missing_packages
+
+    loggers = tuple(dict.fromkeys(n.strip() for item in values or () for n in item.split(",")
+                                  if n.strip()))
+    for problem in missing_packages(loggers):
+        _fail(problem)
+    return loggers
+
+
 @app.command()
 def run(
     suite: Annotated[str, typer.Option(help="Suite name (see `bench list`) or path to a .toml.")],
@@ -109,6 +135,11 @@ def run(
         "--retry-failed", help="Rerun runs that failed before (from their last checkpoint, or "
         "from scratch without one); by default they are reported and left as they are.")
     ] = False,
+    logger: Annotated[list[str] | None, typer.Option(
+        help="Also mirror each run's rows into tensorboard (event files in RUN/tensorboard/) "
+        "or wandb (offline runs in RUN/wandb/; `wandb sync` uploads them); repeatable; the "
+        "CSV files are written as always. Needs the extra: pip install "
+        "\"mbrl-bench[tensorboard]\" or \"mbrl-bench[wandb]\".")] = None,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
@@ -118,16 +149,8 @@ def run(
     from mbrl_bench.spec import load_suite
     from mbrl_bench.sweep import parse_set
 
-    if executor not in ("local", "ray"):
-        raise typer.BadParameter("--executor must be local or ray")
-    if address is not None and executor != "ray":
-        raise typer.BadParameter("--address is the Ray cluster's: give --executor ray with it")
-    if workers < 1:
-        raise typer.BadParameter("--workers must be at least 1")
-    if threads is not None and threads < 1:
-        raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
-    if algos is not None and not algos.replace(",", "").strip():
-        raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
+    _check_run_options(executor, address, workers, threads, algos)
+    loggers = _loggers(logger)
     try:
         s = load_suite(suite, tuple(suites_dir or ()))
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
@@ -145,7 +168,7 @@ def run(
         outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
                            retry_failed=retry_failed, address=address,
                            device=s.device if device is None else device,
-                           runs_per_gpu=runs_per_gpu)
+                           runs_per_gpu=runs_per_gpu, loggers=loggers)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return

@@ -250,15 +250,16 @@ def device_mismatch(meta: dict[str, Any], device: str) -> str | None:
 
 def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = print,
                 retry_failed: bool = False, lock_wait_s: float = 0.0,
-                device: str = "cpu") -> Outcome:
+                device: str = "cpu", loggers: tuple[str, ...] = ()) -> Outcome:
     """Run (or resume, or skip) one run on ``device`` (a setting of
     :func:`~mbrl_bench.devices.resolve_device`), recording its status, device and any error in
     ``run.json``.
 
     The run's lock is taken without waiting, or for up to ``lock_wait_s`` seconds (a Ray task
     retried after its node was lost waits for the lost process's lock to be released).
+    ``loggers`` (``tensorboard``, ``wandb``) mirror the run's rows into those trackers.
     """
-    store = RunStore(spec.run_dir(out))
+    store = RunStore(spec.run_dir(out), loggers)
     store.dir.mkdir(parents=True, exist_ok=True)
     with (store.dir / LOCK_FILE).open("a") as lock:
         deadline = time.monotonic() + lock_wait_s
@@ -309,10 +310,12 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         "host": socket.gethostname(), "pid": os.getpid(), **describe(dev),
         "versions": versions(), "code_version": code_version(),
         "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
+        **({"loggers": list(store.loggers)} if store.loggers else {}),
     })
     prior = float((meta or {}).get("wall_clock_s") or 0.0)
 
     def finish(status: str, error: str | None = None) -> Outcome:
+        store.close_trackers()
         store.update_meta(status=status, error=error, ended_at=now(),
                           wall_clock_s=prior + time.perf_counter() - started)
         return Outcome(spec.run_id, status, error)
@@ -370,13 +373,14 @@ def _init_worker(parent: int, gpu_slots: Any = None) -> None:
 
 
 def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
-            lock_wait_s: float = 0.0, device: str = "cpu") -> Outcome:
+            lock_wait_s: float = 0.0, device: str = "cpu", loggers: tuple[str, ...] = ()
+            ) -> Outcome:
     import torch
 
     torch.set_num_threads(threads)
     return execute_run(spec, out, progress=lambda s: print(s, flush=True),
                        retry_failed=retry_failed, lock_wait_s=lock_wait_s,
-                       device=_WORKER_DEVICE or device)
+                       device=_WORKER_DEVICE or device, loggers=loggers)
 
 
 def _close(pool: ProcessPoolExecutor) -> None:
@@ -410,11 +414,12 @@ def run_all(
     specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
     threads: int | None = None, progress: Callable[[str], None] = print,
     retry_failed: bool = False, address: str | None = None, device: str = "cpu",
-    runs_per_gpu: int = 1,
+    runs_per_gpu: int = 1, loggers: tuple[str, ...] = (),
 ) -> list[Outcome]:
     """Execute ``specs`` on ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); a failed run
     is recorded and the others go on. ``address`` is the Ray cluster's (``executor="ray"``;
-    default ``$RAY_ADDRESS``, else a local Ray instance).
+    default ``$RAY_ADDRESS``, else a local Ray instance). ``loggers`` mirror each run's rows
+    into TensorBoard or W&B (:mod:`~mbrl_bench.runner.trackers`).
 
     On GPUs the local pool has ``runs_per_gpu`` workers per visible GPU (``workers`` is then
     ignored), each bound to its GPU for its life; on Ray (``device="cuda"``) each task asks for
@@ -438,12 +443,13 @@ def run_all(
     threads = threads or env_threads or max(1, cores // max(workers, 1))
     if executor == "ray":
         return _run_ray(specs, out, threads, retry_failed, address, progress, device,
-                        runs_per_gpu)
+                        runs_per_gpu, loggers)
     if workers <= 1:
         import torch
 
         torch.set_num_threads(threads)
-        return [execute_run(s, out, progress, retry_failed, device=local_device) for s in specs]
+        return [execute_run(s, out, progress, retry_failed, device=local_device,
+                            loggers=loggers) for s in specs]
     ctx = multiprocessing.get_context("spawn")
     queue = None
     if slots:
@@ -454,7 +460,8 @@ def run_all(
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                initargs=(os.getpid(), queue))
     try:
-        futures = {pool.submit(_worker, s, out, threads, retry_failed): s for s in specs}
+        futures = {pool.submit(_worker, s, out, threads, retry_failed, 0.0, "cpu", loggers): s
+                   for s in specs}
         for f in as_completed(futures):
             try:
                 outcomes.append(f.result())
@@ -491,7 +498,7 @@ def _probe(address: str, timeout_s: float = 5.0) -> None:
 
 def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bool,
              address: str | None, progress: Callable[[str], None], device: str = "cpu",
-             runs_per_gpu: int = 1) -> list[Outcome]:
+             runs_per_gpu: int = 1, loggers: tuple[str, ...] = ()) -> list[Outcome]:
     """Each run a Ray task asking for ``threads`` CPUs (and ``1 / runs_per_gpu`` GPU with
     ``device="cuda"``); ``out`` must be on a filesystem every node sees (the runs' locks,
     checkpoints and rows are files there)."""
@@ -522,7 +529,7 @@ def _run_ray(specs: Sequence[RunSpec], out: Path, threads: int, retry_failed: bo
     remote = ray.remote(num_cpus=threads, num_gpus=gpus, max_retries=RAY_TASK_RETRIES,
                         retry_exceptions=False)(_worker)
     pending = {remote.remote(s, out.resolve(), threads, retry_failed,  # type: ignore[call-arg]
-                             RAY_LOCK_WAIT_S, device): s
+                             RAY_LOCK_WAIT_S, device, loggers): s
                for s in specs}
     outcomes: dict[str, Outcome] = {}
     while pending:

@@ -78,9 +78,33 @@ def _atomic_write(path: Path, write: Any) -> None:
 class RunStore:
     """The files of one run under ``run_dir``."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, loggers: tuple[str, ...] = ()) -> None:
         self.dir = run_dir
         self._metric_columns: list[str] | None = None
+        self.loggers = loggers
+        """Trackers that mirror the rows (:mod:`~mbrl_bench.runner.trackers`), opened at the
+        first row of this attempt, after a resume has truncated the files."""
+        self._trackers: list[Any] | None = None
+        self._resumed_at: int | None = None
+
+    # ------------------------------------------------------------------ trackers
+    def _mirror(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        if not self.loggers:
+            return
+        if self._trackers is None:
+            from mbrl_bench.runner.trackers import open_trackers
+
+            purge = None if self._resumed_at is None else self._resumed_at + 1
+            self._trackers = open_trackers(self.loggers, self.dir, self.read_meta() or {}, purge)
+        for tracker in self._trackers:
+            for row in rows:
+                tracker.log(kind, row)
+
+    def close_trackers(self) -> None:
+        """Flush and close the trackers of this attempt (a no-op without any)."""
+        for tracker in self._trackers or []:
+            tracker.close()
+        self._trackers = None
 
     # ------------------------------------------------------------------ run.json
     def read_meta(self) -> dict[str, Any] | None:
@@ -107,6 +131,7 @@ class RunStore:
     # ------------------------------------------------------------------ rows
     def append_eval(self, row: dict[str, Any]) -> None:
         self._append(self.dir / EVALS_FILE, list(EVAL_COLUMNS), [row])
+        self._mirror("eval", [row])
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.extend_metrics([row])
@@ -120,6 +145,7 @@ class RunStore:
         if self._metric_columns is None:
             self._metric_columns = self._header(path) or list(rows[0])
         self._metric_columns = self._append(path, self._metric_columns, rows)
+        self._mirror("train", rows)
 
     @staticmethod
     def _header(path: Path) -> list[str]:
@@ -172,7 +198,9 @@ class RunStore:
         return self._read(path) if path.exists() else []
 
     def truncate_after(self, env_step: int) -> None:
-        """Drop rows of ``evals.csv`` and ``metrics.csv`` past ``env_step`` (resume point)."""
+        """Drop rows of ``evals.csv`` and ``metrics.csv`` past ``env_step`` (resume point);
+        trackers opened after this hide their events past it too."""
+        self._resumed_at = env_step
         for name in (EVALS_FILE, METRICS_FILE):
             path = self.dir / name
             if not path.exists():
