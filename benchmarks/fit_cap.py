@@ -66,9 +66,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["buffer"]
-    if state["size"] == state["capacity"]:
+    if state["size"] == state["capacity"] and state["pos"] != 0:
         raise SystemExit("the buffer has wrapped: its rows are no longer in collection order")
-    data = state["data"][: state["size"]]
+    data = state["data"][: state["size"]]  # full with pos 0: oldest row first all the same
     part = load_recipe("mbpo", "Hopper-v5").part("model")
     assert part is not None
     capped = part.config
