@@ -9,10 +9,11 @@
 #      the GPU with a deadline: fp32 against bf16, 3 seeds of MBPO and PETS (issue 13), compared
 #      at the last evaluation every run reached; then the check's cuda-against-cpu table.
 # Usage there (with .whl/ carried):  bash benchmarks/gpu_session.sh [LEARNING_DEADLINE_S]
-set -u
+set -u -o pipefail
 deadline=${1:-180}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
+rm -rf /tmp/gpu_check /tmp/precision_learning  # a rerun on a warm machine starts afresh
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
   .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=disable PYTHONUNBUFFERED=1

@@ -43,8 +43,11 @@ initial_random_steps = 200
 HOLDOUT = ("model_holdout_mse", "model_holdout_nll")
 
 
-def last_finite(rows: list[dict[str, str]], key: str) -> float:
+def last_finite(rows: list[dict[str, str]], key: str, upto: int | None = None) -> float:
+    """The last finite ``key`` in ``rows`` at or before env step ``upto``."""
     for r in reversed(rows):
+        if upto is not None and int(float(r["env_step"])) > upto:
+            continue
         v = r.get(key)
         if v not in (None, "", "nan") and math.isfinite(float(v)):
             return float(v)
@@ -65,15 +68,17 @@ def read_runs(out: Path) -> list[dict[str, object]]:
             "algo": str(meta["algo"]).split("[")[0], "env": meta["env_id"], "precision": precision,
             "seed": int(d.name.removeprefix("seed_")),
             "evals": {int(float(r["env_step"])): float(r["return_mean"]) for r in evals},
-            **{k: last_finite(metrics, k) for k in HOLDOUT},
-            "wall_s": float(meta.get("wall_clock_s") or 0.0), "status": meta.get("status", "?"),
+            "metrics": metrics,
+            "wall_s": float(meta.get("wall_clock_s") or last_finite(metrics, "wall_clock_s")),
+            "status": meta.get("status", "?"),
         })
     return runs
 
 
 def report(runs: list[dict[str, object]], header: list[str]) -> str:
     lines = [*header, "", "algo | precision | seeds | step | return per seed | mean | "
-             "last holdout MSE (mean over seeds) | last holdout NLL | wall-clock s per run"]
+             "holdout MSE of the last fit logged by then (mean over seeds) | holdout NLL | "
+             "wall-clock s per run (a stopped run: at its last row)"]
     for algo in sorted({str(r["algo"]) for r in runs}):
         mine = [r for r in runs if r["algo"] == algo]
         common = set.intersection(*(set(r["evals"]) for r in mine))  # type: ignore[arg-type]
@@ -83,8 +88,8 @@ def report(runs: list[dict[str, object]], header: list[str]) -> str:
             if not rs or step is None:
                 continue
             rets = [r["evals"][step] for r in rs]  # type: ignore[index]
-            mse = statistics.mean(float(r["model_holdout_mse"]) for r in rs)  # type: ignore[arg-type]
-            nll = statistics.mean(float(r["model_holdout_nll"]) for r in rs)  # type: ignore[arg-type]
+            mse, nll = (statistics.mean(last_finite(r["metrics"], k, step)  # type: ignore[arg-type]
+                                        for r in rs) for k in HOLDOUT)
             walls = ", ".join(f"{float(r['wall_s']):.0f}" for r in rs)  # type: ignore[arg-type]
             lines.append(f"{algo} | {prec} | {len(rs)} | {step} | "
                          + ", ".join(f"{x:.1f}" for x in rets)

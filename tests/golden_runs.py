@@ -122,13 +122,16 @@ def read_rows(path: Path) -> list[dict[str, str]]:
                 for row in csv.DictReader(f)]
 
 
-def run_golden(out: Path, quiet: bool = True, smoke: bool = True) -> dict[str, Path]:
-    """Run every golden run into ``out`` (the smoke suite's too unless ``smoke`` is false);
-    ``{golden name: run folder}``.
+def run_golden(out: Path, quiet: bool = True, smoke: bool = True,
+               only: tuple[str, ...] | None = None) -> dict[str, Path]:
+    """Run every golden run into ``out`` (the smoke suite's too unless ``smoke`` is false; of
+    the recipes named in ``only`` alone if given); ``{golden name: run folder}``.
 
     Golden names are ``golden/<env label>/<recipe>`` and ``smoke/<env label>/<recipe>``."""
     progress = (lambda s: None) if quiet else print
     recipes = write_golden_recipes(out / "recipes")
+    if only is not None:
+        recipes = [r for r in recipes if Path(r).stem.removeprefix("golden-") in only]
     (out / "golden.toml").write_text(SUITE)
     specs = expand(load_suite(str(out / "golden.toml")), recipes, [0], progress=progress)
     if smoke:

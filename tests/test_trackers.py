@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from conftest import tiny_suite
 from typer.testing import CliRunner
 
@@ -70,3 +71,30 @@ def test_an_unknown_logger_is_a_one_line_error(files: Path) -> None:
     assert res.exit_code == 2
     assert "unknown logger 'mlflow' (known: tensorboard, wandb)" in res.output
     assert not (files / "out").exists()
+
+
+def test_a_failing_tracker_is_dropped_with_a_warning_and_the_rows_still_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mbrl_bench.runner.trackers as trackers
+
+    def broken(*args: object) -> list[object]:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trackers, "open_trackers", broken)
+    store = RunStore(tmp_path, ("tensorboard",))
+    with pytest.warns(RuntimeWarning, match="logger tensorboard stopped .*disk full"):
+        store.append_eval({"env_step": 150, "return_mean": 1.0})
+    store.append_eval({"env_step": 300, "return_mean": 2.0})  # no second warning, no error
+    store.close_trackers()
+    assert [r["return_mean"] for r in store.read_rows("evals.csv")] == ["1.0", "2.0"]
+
+
+def test_a_run_that_starts_over_drops_its_mirrors_with_its_rows(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, ("tensorboard",))
+    store.append_eval({"env_step": 150, "return_mean": 1.0})
+    store.close_trackers()
+    (tmp_path / "wandb").mkdir()
+    store.reset_files()
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "wandb").exists()
+    assert not (tmp_path / "evals.csv").exists()

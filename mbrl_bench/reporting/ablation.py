@@ -7,7 +7,9 @@ complete runs too. Per pair and task, at the budget (by default the smaller of t
 algorithms' budgets): each one's mean return over its complete runs with a percentile-bootstrap
 95% interval, the difference of the means (ablation − base) with a bootstrap interval that
 resamples each algorithm's runs independently, and P(ablation > base) (Agarwal et al. 2021).
-Failed, unfinished and short runs are counted as left out, never used.
+Failed, unfinished and short runs are counted as left out, never used. "Ablation" is read
+widely: any recipe written over a base (``metrpo`` and ``trpo`` over ``slbo`` too) is compared
+with that base.
 """
 
 from __future__ import annotations
@@ -95,17 +97,25 @@ def ablation_table(runs: pd.DataFrame, evals: pd.DataFrame, budget: int | None =
 
 
 def format_ablations(table: pd.DataFrame) -> str:
-    """Markdown: one line per ablation and task; the difference's interval excluding 0 is the
-    evidence that the ablation changes the return."""
+    """Markdown: one line per ablation and task. An interval needs at least two runs on each
+    side it resamples (``—`` otherwise); with a handful of seeds a percentile bootstrap is
+    narrow, so read an interval that excludes 0 as a hint to run more seeds, not a proof."""
+    def interval(lo: float, hi: float, ok: bool, fmt: str) -> str:
+        return f"[{lo:{fmt}}, {hi:{fmt}}]" if ok else "[—]"
+
     lines = ["| task | base | ablation | budget | base mean [95% CI] | ablation mean [95% CI] | "
              "ablation − base [95% CI] | P(ablation > base) [95% CI] | runs | left out |",
              "| :-- | :-- | :-- | --: | --: | --: | --: | --: | --: | --: |"]
     for r in table.to_dict("records"):
+        nb, na = int(r["base_runs"]), int(r["ablation_runs"])
+        both = nb >= 2 and na >= 2
         lines.append(
             f"| {r['task']} | {r['base']} | {r['ablation']} | {r['budget']} | "
-            f"{r['base_mean']:.1f} [{r['base_lo']:.1f}, {r['base_hi']:.1f}] | "
-            f"{r['ablation_mean']:.1f} [{r['ablation_lo']:.1f}, {r['ablation_hi']:.1f}] | "
-            f"{r['difference']:+.1f} [{r['difference_lo']:+.1f}, {r['difference_hi']:+.1f}] | "
-            f"{r['p_improvement']:.2f} [{r['p_lo']:.2f}, {r['p_hi']:.2f}] | "
-            f"{r['ablation_runs']} vs {r['base_runs']} | {r['left_out']} |")
+            f"{r['base_mean']:.1f} {interval(r['base_lo'], r['base_hi'], nb >= 2, '.1f')} | "
+            f"{r['ablation_mean']:.1f} "
+            f"{interval(r['ablation_lo'], r['ablation_hi'], na >= 2, '.1f')} | "
+            f"{r['difference']:+.1f} "
+            f"{interval(r['difference_lo'], r['difference_hi'], both, '+.1f')} | "
+            f"{r['p_improvement']:.2f} {interval(r['p_lo'], r['p_hi'], both, '.2f')} | "
+            f"{na} vs {nb} | {r['left_out']} |")
     return "\n".join(lines) + "\n"

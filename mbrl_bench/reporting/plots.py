@@ -285,17 +285,18 @@ def plot_iqm_over_budget(table: pd.DataFrame, out_path: str | os.PathLike[str]) 
 
 
 def plot_ablations(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> Path:
-    """Each ablation against its base, one panel per task: per algorithm its runs' returns
-    (dots), their mean (bar) and 95% interval; the base on top, its mean as a dashed line.
-    ``table``: from :func:`~mbrl_bench.reporting.ablation.ablation_table`."""
-    tasks = list(dict.fromkeys(table["task"]))
+    """Each ablation against its base, one panel per task, base and budget: per algorithm its
+    runs' returns (dots), their mean (bar) and 95% interval; the base on top, its mean as a
+    dashed line. ``table``: from :func:`~mbrl_bench.reporting.ablation.ablation_table`."""
+    keys = list(dict.fromkeys(zip(table["task"], table["base"], table["budget"], strict=True)))
     colors = algorithm_colors(list(table["base"]) + list(table["ablation"]))
-    sizes = [1 + int((table["task"] == t).sum()) for t in tasks]
-    fig, axes = _new_figure(len(tasks), (4.5, 0.8 + 0.5 * max(sizes)))
-    for ax, task in zip(axes, tasks, strict=True):
-        rows = table[table["task"] == task].to_dict("records")
+    panels = [table[(table["task"] == t) & (table["base"] == b) & (table["budget"] == n)]
+              for t, b, n in keys]
+    fig, axes = _new_figure(len(keys), (4.5, 0.8 + 0.5 * max(1 + len(p) for p in panels)))
+    for ax, (task, base, budget), panel in zip(axes, keys, panels, strict=True):
+        rows = panel.to_dict("records")
         first = rows[0]
-        entries = [(str(first["base"]), first["base_mean"], first["base_lo"], first["base_hi"],
+        entries = [(str(base), first["base_mean"], first["base_lo"], first["base_hi"],
                     first["base_returns"])]
         entries += [(str(r["ablation"]), r["ablation_mean"], r["ablation_lo"], r["ablation_hi"],
                      r["ablation_returns"]) for r in rows]
@@ -307,7 +308,7 @@ def plot_ablations(table: pd.DataFrame, out_path: str | os.PathLike[str]) -> Pat
         ax.axvline(first["base_mean"], color="grey", ls="--", lw=1)
         ax.set_yticks(range(len(entries)), [e[0] for e in entries])
         ax.invert_yaxis()
-        ax.set_title(f"{task} @ {int(first['budget'])} steps", fontsize="medium")
+        ax.set_title(f"{task} @ {int(budget)} steps", fontsize="medium")
         ax.set_xlabel("evaluation return")
         ax.grid(alpha=0.3, axis="x")
     return _save(fig, out_path)

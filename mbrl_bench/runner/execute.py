@@ -315,9 +315,9 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     prior = float((meta or {}).get("wall_clock_s") or 0.0)
 
     def finish(status: str, error: str | None = None) -> Outcome:
-        store.close_trackers()
         store.update_meta(status=status, error=error, ended_at=now(),
                           wall_clock_s=prior + time.perf_counter() - started)
+        store.close_trackers()
         return Outcome(spec.run_id, status, error)
 
     try:

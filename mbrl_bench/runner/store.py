@@ -13,7 +13,9 @@ import io
 import json
 import os
 import platform
+import shutil
 import subprocess
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -89,21 +91,41 @@ class RunStore:
 
     # ------------------------------------------------------------------ trackers
     def _mirror(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Hand ``rows`` to the trackers. A tracker that fails (a full disk, a broken W&B
+        install) is dropped with a warning: the CSV files are the record, and a run is never
+        failed by its mirror."""
         if not self.loggers:
             return
         if self._trackers is None:
             from mbrl_bench.runner.trackers import open_trackers
 
+            self._trackers = []
             purge = None if self._resumed_at is None else self._resumed_at + 1
-            self._trackers = open_trackers(self.loggers, self.dir, self.read_meta() or {}, purge)
-        for tracker in self._trackers:
-            for row in rows:
-                tracker.log(kind, row)
+            for name in self.loggers:
+                try:
+                    self._trackers += open_trackers((name,), self.dir, self.read_meta() or {},
+                                                    purge)
+                except Exception as e:
+                    self._tracker_failed(name, e)
+        for tracker in list(self._trackers):
+            try:
+                for row in rows:
+                    tracker.log(kind, row)
+            except Exception as e:
+                self._trackers.remove(tracker)
+                self._tracker_failed(type(tracker).__name__, e)
+
+    def _tracker_failed(self, name: str, error: Exception) -> None:
+        warnings.warn(f"{self.dir}: logger {name} stopped ({type(error).__name__}: {error}); "
+                      "the CSV files go on", RuntimeWarning, stacklevel=3)
 
     def close_trackers(self) -> None:
-        """Flush and close the trackers of this attempt (a no-op without any)."""
+        """Flush and close the trackers of this attempt (a no-op without any); never raises."""
         for tracker in self._trackers or []:
-            tracker.close()
+            try:
+                tracker.close()
+            except Exception as e:
+                self._tracker_failed(type(tracker).__name__, e)
         self._trackers = None
 
     # ------------------------------------------------------------------ run.json
@@ -213,9 +235,13 @@ class RunStore:
             self._rewrite(path, columns, rows)
 
     def reset_files(self) -> None:
-        """Remove rows and checkpoint of a run that starts over."""
+        """Remove rows, checkpoint and the trackers' mirrors of a run that starts over."""
+        from mbrl_bench.runner.trackers import TENSORBOARD_DIR, WANDB_DIR
+
         for name in (EVALS_FILE, METRICS_FILE, CHECKPOINT_FILE):
             (self.dir / name).unlink(missing_ok=True)
+        for name in (TENSORBOARD_DIR, WANDB_DIR):
+            shutil.rmtree(self.dir / name, ignore_errors=True)
 
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, state: dict[str, Any]) -> None:

@@ -7,7 +7,9 @@ Each row becomes scalars at its ``env_step``: evaluation rows under ``eval/``, t
 under ``train/`` (non-numeric and non-finite cells are left out). A resumed run drops the rows
 past its checkpoint from the CSV files; TensorBoard is told the same (its events from that step
 on are purged), and a W&B offline run records each attempt as its own run of one group (the
-run's id), which ``wandb sync`` uploads.
+run's id), which ``wandb sync`` uploads; an earlier attempt's W&B run keeps the rows that the
+resume dropped. A run that starts over removes both mirrors with its CSV files. A tracker that
+fails is dropped with a warning; the run goes on.
 
 Both are optional extras: ``pip install ".[tensorboard]"`` or ``".[wandb]"``.
 """
@@ -15,6 +17,7 @@ Both are optional extras: ``pip install ".[tensorboard]"`` or ``".[wandb]"``.
 from __future__ import annotations
 
 import math
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,10 +94,12 @@ class WandbTracker:
         (run_dir / WANDB_DIR).mkdir(exist_ok=True)
         run_id = str(meta.get("run_id", run_dir.name))
         attempt = int(meta.get("attempts") or 1)
+        # unique: the same run id in another results folder or configuration must not merge
+        key = f"{run_id}|{meta.get('config_hash')}|{run_dir.resolve()}"
         self.run = wandb.init(
             mode="offline", dir=str(run_dir), project="mbrl-bench", group=run_id,
             name=f"{run_id} (attempt {attempt})",
-            id=f"{zlib.crc32(run_id.encode()):08x}-{attempt}",
+            id=f"{zlib.crc32(key.encode()):08x}-{attempt}-{uuid.uuid4().hex[:6]}",
             config={"run": {k: v for k, v in meta.items() if k != "config"},
                     **meta.get("config", {})},
             settings=wandb.Settings(silent=True, console="off"), reinit="create_new")
