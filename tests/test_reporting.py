@@ -314,6 +314,9 @@ def test_sample_efficiency_table_values(loaded: tuple[pd.DataFrame, pd.DataFrame
     assert (pets["mean"], pets["ci_low"], pets["ci_high"]) == (7.0, 7.0, 7.0)
     assert math.isnan(pets["threshold"]) and pets["reached"] == 0
     assert math.isnan(pets["steps_to_threshold_mean"])
+    # wall_clock_s 0.1 * i at the i-th evaluation (steps 0, 500, ...): 0.2 s at 1000, 0.4 at 2000
+    assert early["s_per_1k_steps"] == pytest.approx(0.2)
+    assert late["s_per_1k_steps"] == pytest.approx(0.2)
 
 
 def test_sample_efficiency_table_is_deterministic(tmp_path: Path) -> None:
@@ -346,10 +349,10 @@ def test_format_markdown(loaded: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert lines[0].startswith("| suite | env | algo | budget |")
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
     sac_late = next(line for line in lines if "| sac | 2000 |" in line)
-    assert re.search(r"\| 40\.0 \[\d+\.\d, \d+\.\d\] \| 40\.0 \| 30\.0 \| 2 \| 1250\.0 \| 1 \|$",
-                     sac_late)
+    assert re.search(r"\| 40\.0 \[\d+\.\d, \d+\.\d\] \| 40\.0 \| 30\.0 \| 2 \| 1250\.0 \| 1 "
+                     r"\| 0\.2 \|$", sac_late)
     pets = next(line for line in lines if "| pets | 1000 |" in line)
-    assert pets.endswith("| 1 | 7.0 [7.0, 7.0] | 7.0 | — | — | — | 0 |")
+    assert pets.endswith("| 1 | 7.0 [7.0, 7.0] | 7.0 | — | — | — | 0 | 0.2 |")
 
 
 def test_write_table(tmp_path: Path) -> None:

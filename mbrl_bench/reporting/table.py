@@ -95,6 +95,7 @@ TABLE_COLUMNS: list[str] = [
     "threshold",
     "reached",
     "steps_to_threshold_mean",
+    "s_per_1k_steps",
 ]
 """Columns of :func:`sample_efficiency_table`, in order; the command-line settings of the runs
 (``rollout.k``, ...), if any, come after ``algo``."""
@@ -382,8 +383,25 @@ def _group_rows(
         values = [v for ev in run_evals if (v := return_at_budget(ev, budget)) is not None]
         rng = _stable_rng(rng_seed, suite, env, algo, budget)
         stats = _budget_stats(values, rng)
-        rows.append({**common, "budget": budget, "n_seeds": len(values), **stats})
+        walls = [w for ev in run_evals if (w := wall_per_1k_steps(ev, budget)) is not None]
+        row: dict[str, Any] = {**common, "budget": budget, "n_seeds": len(values), **stats}
+        row["s_per_1k_steps"] = float(np.mean(walls)) if walls else math.nan
+        rows.append(row)
     return rows
+
+
+def wall_per_1k_steps(evals_of_one_run: pd.DataFrame, budget: int) -> float | None:
+    """A run's wall-clock seconds per 1,000 env steps up to ``budget`` (evaluations
+    included): its ``wall_clock_s`` at the evaluation :func:`return_at_budget` uses, over that
+    evaluation's ``env_step``; None if it did not reach ``budget`` or has no time there."""
+    if return_at_budget(evals_of_one_run, budget) is None:
+        return None
+    ev = evals_of_one_run[evals_of_one_run["env_step"] <= budget]
+    last = ev.sort_values("env_step", kind="stable").iloc[-1]
+    step, wall = float(last["env_step"]), float(last["wall_clock_s"])
+    if step <= 0 or not math.isfinite(wall):
+        return None
+    return 1000.0 * wall / step
 
 
 def sample_efficiency_table(
@@ -401,7 +419,9 @@ def sample_efficiency_table(
     * ``failed``: runs with status ``"failed"`` (excluded from every statistic);
     * ``threshold, reached, steps_to_threshold_mean`` (same on every row of a group): the
       run.json threshold (NaN if none), how many non-failed runs reached it, and the mean
-      first env step at which they did (NaN if none).
+      first env step at which they did (NaN if none);
+    * ``s_per_1k_steps``: mean wall-clock seconds per 1,000 env steps up to the budget over
+      those runs (:func:`wall_per_1k_steps`).
 
     Runs that are still running or were interrupted count for the budgets they reached.
     Bootstrap randomness depends only on ``rng_seed`` and the row's key, so adding runs of
@@ -465,6 +485,7 @@ _MD_HEADER = [
     ("reached", "--:"),
     ("steps to threshold", "--:"),
     ("failed", "--:"),
+    ("s / 1k steps", "--:"),
 ]
 
 
@@ -506,6 +527,7 @@ def format_markdown(table: pd.DataFrame) -> str:
             str(int(row["reached"])) if has_threshold else "—",
             _num(row["steps_to_threshold_mean"]),
             str(int(row["failed"])),
+            _num(row["s_per_1k_steps"]),
         ]
         if refs:
             src = row["published_source"]
