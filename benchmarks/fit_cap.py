@@ -2,7 +2,8 @@
 data against the official stopping rule alone (issue 14).
 
     python benchmarks/fit_cap.py --checkpoint RUN/checkpoint.pt [--sizes 15000,50000,100000]
-        [--threads 2] [--seed 0] [--out results/reference/provenance/fit_cap.txt]
+        [--threads 2] [--seed 0] [--official-seconds 0]
+        [--out results/reference/provenance/fit_cap.txt]
 
 The data are the first N transitions, in the order they were collected, of a Hopper-v5 run's
 replay buffer (its ``checkpoint.pt``; e.g. `bench run --suite mujoco --env Hopper --algos sac
@@ -14,9 +15,11 @@ recipe resolves them. For each N:
 - warm: from the official cold fit (weights and Adam state), a refit on the first N - 250
   transitions with each rule, as MBPO refits every 250 steps.
 
-Each fit reports epochs, gradient steps, seconds, its holdout MSE/NLL (the same holdout split
-for both rules: the split is drawn first from the same seed) and the elites' MSE/NLL on the
-next 250 transitions, which no fit saw.
+Each fit reports epochs, gradient steps, seconds, what stopped it (``rule``: the early
+stopping; ``cap``: our step cap; ``time``: ``--official-seconds``, a bound on the official
+fits so that a measurement ends, like the official code's optional ``max_model_t``), its
+holdout MSE/NLL (the same holdout split for both rules: the split is drawn first from the same
+seed) and the elites' MSE/NLL on the next 250 transitions, which no fit saw.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from mbrl_bench.models.ensemble import ProbabilisticEnsembleConfig
 from mbrl_bench.models.trainer import ModelTrainer
 from mbrl_bench.parts import MODELS
 from mbrl_bench.spec import load_recipe
@@ -50,8 +54,17 @@ def fit(trainer: ModelTrainer, rows: torch.Tensor, nxt: torch.Tensor, seed: int
     return {**out, "next_mse": float(ev["elite_mse"]), "next_nll": float(ev["elite_nll"])}
 
 
-def line(kind: str, n: int, rule: str, r: dict[str, float]) -> str:
-    return (f"{kind} | {n} | {rule} | {r['epochs']:.0f} | {r['steps']:.0f} | {r['seconds']:.1f} "
+def stopped_by(r: dict[str, float], cfg: ProbabilisticEnsembleConfig) -> str:
+    if cfg.max_train_seconds is not None and r["seconds"] >= cfg.max_train_seconds:
+        return "time"
+    if cfg.max_steps is not None and r["steps"] >= cfg.max_steps:
+        return "cap"
+    return "rule"
+
+
+def line(kind: str, n: int, rule: str, r: dict[str, float], by: str) -> str:
+    return (f"{kind} | {n} | {rule} | {by} | {r['epochs']:.0f} | {r['steps']:.0f} | "
+            f"{r['seconds']:.1f} "
             f"| {r['holdout_mse']:.5f} | {r['holdout_nll']:.3f} | {r['next_mse']:.5f} | "
             f"{r['next_nll']:.3f}")
 
@@ -62,6 +75,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="15000,50000,100000")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--official-seconds", type=float, default=0.0,
+                    help="bound each official-rule fit to this many seconds (0: none)")
     ap.add_argument("--out", type=Path, default=Path("results/reference/provenance/fit_cap.txt"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -72,18 +87,20 @@ def main() -> None:
     part = load_recipe("mbpo", "Hopper-v5").part("model")
     assert part is not None
     capped = part.config
-    official = replace(capped, max_steps=None)
+    official = replace(capped, max_steps=None,
+                       max_train_seconds=args.official_seconds or None)
     lines = [
         f"command: python benchmarks/fit_cap.py --checkpoint {args.checkpoint} --sizes "
-        f"{args.sizes} --threads {args.threads} --seed {args.seed}",
+        f"{args.sizes} --threads {args.threads} --seed {args.seed} --official-seconds "
+        f"{args.official_seconds:g}",
         f"data: {data.shape[0]} transitions in the buffer; torch {torch.__version__}, "
         f"{args.threads} threads, {os.cpu_count()} cores",
         f"mbpo's Hopper-v5 model: {capped.ensemble_size} x {capped.num_layers} x "
         f"{capped.hidden_size}, batch {capped.batch_size}, holdout {capped.holdout_ratio} (at most "
         f"{capped.max_holdout}), patience {capped.patience}, cap {capped.max_steps} steps",
         "",
-        "fit | transitions | rule | epochs | steps | s | holdout MSE | holdout NLL | "
-        "next-250 MSE | next-250 NLL",
+        "fit | transitions | rule | stopped by | epochs | steps | s | holdout MSE | "
+        "holdout NLL | next-250 MSE | next-250 NLL",
     ]
     print("\n".join(lines), flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
@@ -96,16 +113,16 @@ def main() -> None:
                 args.seed), "cpu")
             trainer = ModelTrainer(model, cfg)
             results[rule] = (model, trainer)
-            lines.append(line("cold", n - 500, rule, fit(trainer, cold_rows, data[n - 500:n - 250],
-                                                          args.seed)))
+            r = fit(trainer, cold_rows, data[n - 500:n - 250], args.seed)
+            lines.append(line("cold", n - 500, rule, r, stopped_by(r, cfg)))
             print(lines[-1], flush=True)
         base_model, base_trainer = results["official"]
         for rule, cfg in (("official", official), ("cap", capped)):
             model = copy.deepcopy(base_model)
             trainer = ModelTrainer(model, cfg)
             trainer.load_state_dict(copy.deepcopy(base_trainer.state_dict()))
-            lines.append(line("warm", n - 250, rule, fit(trainer, warm_rows, data[n - 250:n],
-                                                          args.seed + 1)))
+            r = fit(trainer, warm_rows, data[n - 250:n], args.seed + 1)
+            lines.append(line("warm", n - 250, rule, r, stopped_by(r, cfg)))
             print(lines[-1], flush=True)
     text = "\n".join(lines) + f"\n(finished {time.strftime('%Y-%m-%d %H:%M')})\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
