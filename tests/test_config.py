@@ -173,10 +173,11 @@ def test_a_field_added_later_keeps_old_run_hashes_while_at_its_default() -> None
     from mbrl_bench.sweep import parse_set
 
     # written into run.json by code df6730b, before `improve_from_initial` and `optimal_length`
-    # (and before mbpo's patience became 6: that run had 5)
+    # (and before mbpo's patience became 6 and its 5,000-step fit cap was dropped: that run had
+    # patience 5 and the cap)
     (spec,) = expand(load_suite("mujoco"), ["mbpo"], [1], steps=5000,
                      env_filter="InvertedPendulum", progress=lambda s: None,
-                     sets=[parse_set("model.patience=5")])
+                     sets=[parse_set("model.patience=5"), parse_set("model.max_steps=5000")])
     assert spec.config_hash == "92a1f3a59199"
     recipe = load_recipe("mbpo", "Hopper-v5")
     entry = EnvEntry(id="Hopper-v5", budget=1000, eval_every=500)

@@ -205,7 +205,8 @@ def test_dyna_recipes_are_mbpo_with_one_step_rollouts() -> None:
             assert rollout_length(500, r.config("rollout").k_schedule) == 1
             assert r.config("optimizer").updates_per_step == utd  # mbpo's per-task values
             assert r.part("model").name == model  # type: ignore[union-attr]
-            assert r.config("model").max_steps == 5000  # mbpo's model settings are kept
+            assert r.config("model").patience == 6  # mbpo's model settings are kept
+            assert r.config("model").max_steps is None  # early stopping alone, as mbpo
 
 
 @pytest.mark.parametrize(
