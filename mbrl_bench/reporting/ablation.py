@@ -26,7 +26,7 @@ from mbrl_bench.reporting.aggregate import (
     mean_ci,
     probability_of_improvement_ci,
 )
-from mbrl_bench.reporting.table import return_at_budget
+from mbrl_bench.reporting.compare import paired_returns
 
 COLUMNS = [
     "task", "base", "ablation", "budget", "base_runs", "base_mean", "base_lo", "base_hi",
@@ -49,15 +49,6 @@ def shipped_base(algo: str) -> str | None:
     return base if isinstance(base, str) else None
 
 
-def _returns(runs: pd.DataFrame, evals: pd.DataFrame, budget: int) -> list[float]:
-    out = []
-    for path in runs["path"]:
-        r = return_at_budget(evals[evals["path"] == path], budget)
-        if r is not None:
-            out.append(r)
-    return out
-
-
 def ablation_table(runs: pd.DataFrame, evals: pd.DataFrame, budget: int | None = None,
                    base_of: Callable[[str], str | None] = shipped_base, seed: int = 0,
                    reps: int = 2000) -> pd.DataFrame:
@@ -72,14 +63,10 @@ def ablation_table(runs: pd.DataFrame, evals: pd.DataFrame, budget: int | None =
             base = base_of(abl)
             if base is None or base == abl or base not in algos:
                 continue
-            ra, rb = task[task["algo"] == abl], task[task["algo"] == base]
-            done_a, done_b = ra[ra["status"] == "complete"], rb[rb["status"] == "complete"]
-            if done_a.empty or done_b.empty:
+            paired = paired_returns(task, evals, abl, base, budget)
+            if paired is None:
                 continue
-            at = budget or int(min(done_a["budget"].min(), done_b["budget"].min()))
-            x, y = _returns(done_a, evals, at), _returns(done_b, evals, at)
-            if not x or not y:
-                continue
+            at, x, y, left_out = paired
             bm, blo, bhi = mean_ci(y, rng, reps)
             am, alo, ahi = mean_ci(x, rng, reps)
             d, dlo, dhi = difference_ci(x, y, rng, reps)
@@ -90,7 +77,7 @@ def ablation_table(runs: pd.DataFrame, evals: pd.DataFrame, budget: int | None =
                 "ablation_runs": len(x), "ablation_mean": am, "ablation_lo": alo,
                 "ablation_hi": ahi, "difference": d, "difference_lo": dlo, "difference_hi": dhi,
                 "p_improvement": p, "p_lo": plo, "p_hi": phi,
-                "left_out": len(ra) + len(rb) - len(x) - len(y),
+                "left_out": left_out,
                 "base_returns": tuple(y), "ablation_returns": tuple(x),
             })
     return pd.DataFrame(rows, columns=COLUMNS)

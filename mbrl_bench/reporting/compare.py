@@ -43,6 +43,23 @@ def _scores(runs: pd.DataFrame, evals: pd.DataFrame, budget: int) -> list[float]
     return out
 
 
+def paired_returns(task: pd.DataFrame, evals: pd.DataFrame, a: str, b: str,
+                   budget: int | None = None) -> tuple[int, list[float], list[float], int] | None:
+    """Returns of ``a``'s and ``b``'s complete runs of one task (``task``: its rows of the runs
+    frame) at ``budget`` (default: the smaller of their budgets): ``(budget, a's, b's, left
+    out)``, where left out counts their runs that are not complete or fell short; None when
+    either has no complete run that reached the budget."""
+    ra, rb = task[task["algo"] == a], task[task["algo"] == b]
+    done_a, done_b = ra[ra["status"] == "complete"], rb[rb["status"] == "complete"]
+    if done_a.empty or done_b.empty:
+        return None
+    at = budget or int(min(done_a["budget"].min(), done_b["budget"].min()))
+    x, y = _scores(done_a, evals, at), _scores(done_b, evals, at)
+    if not x or not y:
+        return None
+    return at, x, y, len(ra) + len(rb) - len(x) - len(y)
+
+
 def compare(runs: pd.DataFrame, evals: pd.DataFrame, a: str, b: str, budget: int | None = None,
             seed: int = 0, reps: int = 2000) -> list[Comparison]:
     """Per-task and overall comparisons of ``a`` against ``b`` (frames from
@@ -55,17 +72,12 @@ def compare(runs: pd.DataFrame, evals: pd.DataFrame, a: str, b: str, budget: int
     rng = np.random.default_rng(seed)
     lines, xs, ys = [], [], []
     for (suite, env), task in runs.groupby(["suite", "env"], sort=True):
-        ra, rb = task[task["algo"] == a], task[task["algo"] == b]
-        done_a, done_b = ra[ra["status"] == "complete"], rb[rb["status"] == "complete"]
-        if done_a.empty or done_b.empty:
+        paired = paired_returns(task, evals, a, b, budget)
+        if paired is None:
             continue
-        at = budget or int(min(done_a["budget"].min(), done_b["budget"].min()))
-        x, y = _scores(done_a, evals, at), _scores(done_b, evals, at)
-        if not x or not y:
-            continue
+        at, x, y, left_out = paired
         p, lo, hi = probability_of_improvement_ci([x], [y], rng, reps)
-        lines.append(Comparison(f"{suite}/{env}", at, p, lo, hi, len(x), len(y),
-                                len(ra) + len(rb) - len(x) - len(y)))
+        lines.append(Comparison(f"{suite}/{env}", at, p, lo, hi, len(x), len(y), left_out))
         xs.append(x)
         ys.append(y)
     if not lines:
