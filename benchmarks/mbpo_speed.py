@@ -70,9 +70,10 @@ def _timed(owner: Any, name: str, calls: list[float]) -> Callable[[], None]:
 
 
 def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
-         improve_from_initial: bool = False) -> dict[str, float]:
+         improve_from_initial: bool = False, precision: str = "fp32") -> dict[str, float]:
     """Seconds per phase over env steps (random_steps, random_steps + steps] of our loop;
-    ``improve_from_initial``: the model fit's stopping rule of mbrl-lib (see the model config)."""
+    ``improve_from_initial``: the model fit's stopping rule of mbrl-lib (see the model config);
+    ``precision``: the model's (``model.precision``)."""
     budget = random_steps + steps
     entry = EnvEntry(id=env_id, budget=budget, eval_every=budget, eval_episodes=1)
     recipe = load_recipe("mbpo", env_id)
@@ -81,7 +82,8 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
     recipe = recipe.with_config("optimizer", replace(recipe.config("optimizer"),
                                                      updates_per_step=updates))
     recipe = recipe.with_config("model", replace(recipe.config("model"),
-                                                 improve_from_initial=improve_from_initial))
+                                                 improve_from_initial=improve_from_initial,
+                                                 precision=precision))
     spec = RunSpec("speed", entry, "mbpo", seed, recipe)
     fits: list[float] = []
     rolls: list[float] = []
@@ -111,14 +113,17 @@ _LINE = re.compile(r"^\s+(\w+)\s+calls=\s*(\d+)\s+total=\s*([\d.]+)s")
 
 
 def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: int, seed: int,
-             threads: int) -> dict[str, float]:
+             threads: int, epoch_length: int | None = None) -> dict[str, float]:
     """Run mbrl-lib's MBPO at our settings; its phase timers over the steps after exploration.
 
     Its loop always finishes an epoch (``epoch_length`` steps), so the steps it took are read
     from its timers (one ``env_step_and_act`` call per env step, exploration included). It
     refits the model first after ``model_train_freq`` loop steps and makes no SAC update before
     (its model buffer is empty), where ours refits at the end of exploration and updates from
-    the first step: the table counts updates and gives the time per update."""
+    the first step: the table counts updates and gives the time per update. ``epoch_length``
+    (default: the recipe's) shortens its epoch for windows shorter than one; where the task's k
+    schedule is constant over the first epochs (Hopper: k = 1 to epoch 20) this changes only
+    where it resets the env and its model buffer's capacity, not what it computes per step."""
     recipe = load_recipe("mbpo", env_id)
     sac, model, roll = (recipe.config(k) for k in ("optimizer", "model", "rollout"))
     per_step = roll.rollout_batch_size // roll.model_train_freq
@@ -138,7 +143,7 @@ def mbrl_lib(peer: Path, env_id: str, random_steps: int, steps: int, updates: in
         f"overrides.freq_train_model={roll.model_train_freq}",
         f"overrides.effective_model_rollouts_per_step={per_step}",
         f"overrides.rollout_schedule=[{','.join(str(v) for v in roll.k_schedule)}]",
-        f"overrides.epoch_length={roll.epoch_length}",
+        f"overrides.epoch_length={epoch_length or roll.epoch_length}",
         f"overrides.num_elites={model.num_elites}", f"overrides.patience={model.patience}",
         f"overrides.model_lr={model.lr}", f"overrides.model_batch_size={model.batch_size}",
         f"overrides.validation_ratio={model.holdout_ratio}",

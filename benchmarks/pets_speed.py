@@ -35,7 +35,6 @@ import numpy as np
 
 ENV_ID, RANDOM_STEPS, SEED, FIT_EPOCHS = "HalfCheetah-v5", 1000, 0, 12
 PEER_PYTHON = "/work/peer_mbrl/bin/python"
-PEER_CONF = "/work/peer_mbrl/conf"
 
 
 def random_data(path: Path) -> None:
@@ -71,7 +70,11 @@ def control(act: Any, steps: int) -> list[float]:
     return times
 
 
-def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
+def ours(data: Path, steps: int, precision: str = "fp32") -> tuple[list[float], dict[str, Any]]:
+    """Seconds of planning per env step, and the settings (with ``fit_s``, the model fit's
+    seconds); ``precision``: the model's (``model.precision``)."""
+    from dataclasses import replace
+
     import torch
 
     from mbrl_bench.envs.make import make_env
@@ -90,10 +93,13 @@ def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
     d = np.load(data)
     g = torch.Generator().manual_seed(SEED)
     torch.manual_seed(SEED)
+    model_cfg = replace(model_part.config, precision=precision)
     model = MODELS.get(model_part.name).factory(d["obs"].shape[1], d["act"].shape[1],
-                                                model_part.config, g)
+                                                model_cfg, g)
+    fit_start = time.perf_counter()
     ModelTrainer(model).fit(torch.as_tensor(d["obs"]), torch.as_tensor(d["act"]),
                             torch.as_tensor(d["next_obs"]), torch.as_tensor(d["rew"]), g)
+    fit_s = time.perf_counter() - fit_start
     planner = PLANNERS.get(planner_part.name).factory(space.low, space.high, loop.horizon,
                                                       planner_part.config)
     agent = MPCAgent(model, termination_fn_for(env), None, planner, loop.propagation,
@@ -104,7 +110,7 @@ def ours(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
                 "horizon": loop.horizon, "particles": loop.particles,
                 "ensemble": model_part.config.ensemble_size,
                 "hidden": f"{model_part.config.num_layers}x{model_part.config.hidden_size}",
-                "epochs": model_part.config.max_epochs}
+                "epochs": model_part.config.max_epochs, "precision": precision, "fit_s": fit_s}
     return control(agent.act, steps), settings
 
 
@@ -127,7 +133,8 @@ def peer(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
         f"overrides.num_epochs_train_model={FIT_EPOCHS}", "overrides.validation_ratio=0",
         f"seed={SEED}",
     ]
-    with initialize_config_dir(config_dir=PEER_CONF, version_base=None):
+    # the peer's virtualenv holds its patched configs (../shared/peers/mbrl_lib/setup.sh)
+    with initialize_config_dir(config_dir=str(Path(sys.prefix) / "conf"), version_base=None):
         cfg = compose(config_name="main", overrides=overrides)
     env, term_fn, reward_fn = mbrl.util.create_handler(cfg).make_env(cfg)
     torch.manual_seed(SEED)
@@ -141,7 +148,9 @@ def peer(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
         buf.add(o, a, n, float(r), False, False)
     trainer = mbrl.models.ModelTrainer(dyn, optim_lr=cfg.overrides.model_lr,
                                        weight_decay=cfg.overrides.model_wd)
+    fit_start = time.perf_counter()
     mbrl.util.common.train_model_and_save_model_and_data(dyn, trainer, cfg.overrides, buf)
+    fit_s = time.perf_counter() - fit_start
     model_env = mbrl.models.ModelEnv(env, dyn, term_fn, reward_fn, generator=g)
     agent = mbrl.planning.create_trajectory_optim_agent_for_model(
         model_env, cfg.algorithm.agent, num_particles=cfg.algorithm.num_particles)
@@ -152,7 +161,7 @@ def peer(data: Path, steps: int) -> tuple[list[float], dict[str, Any]]:
                 "ensemble": cfg.dynamics_model.ensemble_size,
                 "hidden": f"{cfg.dynamics_model.num_layers}x{cfg.dynamics_model.hid_size}",
                 "epochs": o.num_epochs_train_model,
-                "propagation": cfg.dynamics_model.propagation_method}
+                "propagation": cfg.dynamics_model.propagation_method, "fit_s": fit_s}
     return control(agent.act, steps), settings
 
 
@@ -213,6 +222,7 @@ def main() -> None:
         lines.append(f"| {lib} | {np.mean(ts):.3f} | {np.median(ts):.3f} | {np.min(ts):.3f} | "
                      f"{np.max(ts):.3f} | {len(ts)} |")
     s = settings["mbrl-bench"]
+    peer_settings = {k: v for k, v in settings["mbrl-lib"].items() if k != "fit_s"}
     note = (
         f"Speed-up (mean mbrl-lib / mean mbrl-bench): **{np.mean(peer_s) / np.mean(ours_s):.2f}×**"
         f" (medians: {np.median(peer_s) / np.median(ours_s):.2f}×).\n\n"
@@ -224,7 +234,7 @@ def main() -> None:
         f"ratio {s['elite_ratio']}, momentum {s['momentum']}, horizon {s['horizon']}, "
         f"{s['particles']} particles TS-∞, ensemble of {s['ensemble']} with {s['hidden']} hidden "
         f"units, learned reward. mbrl-lib's settings as it reported them: "
-        f"{json.dumps(settings['mbrl-lib'])}. The libraries alternate, one run of "
+        f"{json.dumps(peer_settings)}. The libraries alternate, one run of "
         f"{a.steps} timed steps each per repetition (after one warm-up step).")
     md = "\n".join(lines) + "\n\n" + note + "\n"
     a.to.with_suffix(".md").write_text(md)

@@ -25,15 +25,9 @@ import torch
 from mbrl_bench.devices import has_bf16_units
 from mbrl_bench.models.ensemble import ProbabilisticEnsemble, ProbabilisticEnsembleConfig
 from mbrl_bench.models.trainer import ModelTrainer
+from mbrl_bench.reporting.speed import cpu_model
 
 OBS, ACT = 11, 3
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def timed(fn: object, calls: int, device: torch.device) -> float:

@@ -29,8 +29,9 @@ from mbrl_bench.spec import EnvEntry, load_recipe
 INIT, T0 = 1000, 2000
 
 
-def ours(env_id: str, steps: int, seed: int) -> float:
-    """Seconds per 1,000 env steps of our full policy loop (steps T0 → steps)."""
+def ours(env_id: str, steps: int, seed: int) -> dict[str, float]:
+    """Our full policy loop, env steps T0 → steps: seconds per 1,000 env steps in all
+    (``total``) and in the updates (``update``), and milliseconds per update."""
     from dataclasses import replace
 
     entry = EnvEntry(id=env_id, budget=steps, eval_every=steps, eval_episodes=1)
@@ -42,10 +43,16 @@ def ours(env_id: str, steps: int, seed: int) -> float:
         run_all([spec], Path(d), threads=torch.get_num_threads(), progress=lambda s: None)
         with (spec.run_dir(Path(d)) / "metrics.csv").open() as f:
             rows = [r for r in csv.DictReader(f) if int(r["env_step"]) > T0]
-    return float(np.mean([1000 / float(r["steps_per_s"]) for r in rows]))
+    total = sum(T0 // 2 / float(r["steps_per_s"]) for r in rows)
+    update = sum(float(r["update_s"]) for r in rows)
+    updates = sum(int(r["updates"]) for r in rows)
+    k = 1000 / (steps - T0)
+    return {"total": total * k, "update": update * k, "ms_per_update": 1e3 * update / updates}
 
 
-def sb3(env_id: str, steps: int, seed: int) -> float:
+def sb3(env_id: str, steps: int, seed: int) -> dict[str, float]:
+    """Stable-Baselines3's SAC at the same settings, the same quantities as :func:`ours` (its
+    ``train`` calls are the updates)."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -62,8 +69,20 @@ def sb3(env_id: str, steps: int, seed: int) -> float:
                 batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma, train_freq=1,
                 gradient_steps=1, policy_kwargs={"net_arch": list(cfg.hidden_sizes)}, seed=seed,
                 device="cpu")
+    train, spent = model.train, [0.0, 0]
+
+    def timed_train(*args: object, **kwargs: object) -> None:
+        t = time.perf_counter()
+        train(*args, **kwargs)  # type: ignore[arg-type]
+        if T0 <= model.num_timesteps < steps:  # the updates of env steps T0+1 .. steps
+            spent[0] += time.perf_counter() - t
+            spent[1] += 1
+
+    model.train = timed_train  # type: ignore[method-assign]
     model.learn(total_timesteps=steps, callback=Clock())
-    return (marks[steps] - marks[T0]) / (steps - T0) * 1000
+    k = 1000 / (steps - T0)
+    return {"total": (marks[steps] - marks[T0]) * k, "update": spent[0] * k,
+            "ms_per_update": 1e3 * spent[0] / max(spent[1], 1)}
 
 
 def main() -> None:
@@ -79,7 +98,7 @@ def main() -> None:
     for env_id in a.envs.split(","):
         for rep in range(a.reps):
             for lib, fn in (("mbrl-bench", ours), ("sb3", sb3)):
-                s = fn(env_id, a.steps, rep)
+                s = fn(env_id, a.steps, rep)["total"]
                 rows.append((env_id, lib, rep, s))
                 print(f"{env_id} {lib} rep {rep}: {s:.2f} s / 1k steps ({1000 / s:.0f} steps/s)",
                       flush=True)

@@ -1,0 +1,337 @@
+"""One speed benchmark: SAC, MBPO and PETS at paper settings, per phase, ours against
+Stable-Baselines3 and mbrl-lib in the same run, alternating, medians of repeats.
+
+    python benchmarks/speed.py [--algos sac,mbpo,pets] [--reps 3] [--threads 1]
+        [--precisions auto] [--peer /work/peer_mbrl] [--sac-steps 3000]
+        [--mbpo-random 5000] [--mbpo-steps 500] [--pets-steps 3]
+        [--out results/reference/speed] [--no-write]
+
+- **SAC** on Hopper-v5 (our `sac` recipe; SB3's SAC at the same settings): env steps 2,000 →
+  ``--sac-steps`` after 1,000 random steps, one update per step; phases: the updates and the
+  rest (acting, env, buffer), per 1,000 env steps, and milliseconds per update
+  (``sac_speed.py``).
+- **MBPO** on Hopper-v5 (our `mbpo` recipe at its official per-task settings; mbrl-lib's MBPO at
+  the same ones), ``--mbpo-steps`` after ``--mbpo-random`` random steps; phases: env, model
+  fit, rollouts, SAC updates, other, per 1,000 env steps, plus milliseconds per SAC update and
+  seconds per refit (``mbpo_speed.py``). Both fit by mbrl-lib's stopping rule so that the fit
+  phase compares equal work (ours ends fits by the official rule, which trains much longer:
+  ``fit_cap.py``); mbrl-lib makes no SAC update before its first refit, so the total is also
+  given with the updates counted at 20 per step for both (``total_equal_updates``).
+- **PETS** on HalfCheetah-v5 (our `pets` recipe; mbrl-lib's `pets_halfcheetah` at our CEM
+  settings): the model fit on the same 1,000 random transitions, then seconds of planning per
+  env step over ``--pets-steps`` steps (``pets_speed.py``).
+
+Ours runs at fp32 and, where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16), also
+with ``model.precision = bf16`` (MBPO's and PETS's model; SAC has no bf16 option: a 256x256
+critic step gained nothing from it); ``--precisions fp32,bf16`` forces both. Each repeat runs
+every library once, in turn. The output names the CPU model, its flags and the measured fp32
+(and bf16) matrix throughput, and what that throughput allows: the arithmetic floor of a SAC
+update and of a PETS planning step against the measured times.
+
+Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU model). Before writing, the new
+figures of ours are compared with the committed ones for the same CPU model and thread count
+(every ``speed-*.csv`` in ``--out``): a quantity more than 30% slower is printed as a warning;
+the benchmark never fails on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import mbpo_speed
+import pets_speed
+import sac_speed
+
+from mbrl_bench.devices import has_bf16_units
+from mbrl_bench.envs.make import make_env
+from mbrl_bench.reporting.speed import (
+    OURS,
+    cpu_flags,
+    cpu_model,
+    medians,
+    read_reference,
+    regressions,
+    uncovered,
+    write_rows,
+)
+from mbrl_bench.runner.store import code_version
+from mbrl_bench.spec import load_recipe
+
+TASKS = {"sac": "Hopper-v5", "mbpo": "Hopper-v5", "pets": pets_speed.ENV_ID}
+PEERS = {"sac": "sb3", "mbpo": "mbrl-lib", "pets": "mbrl-lib"}
+S1K = "s/1k steps"
+Phases = list[tuple[str, str, float]]
+
+
+# --------------------------------------------------------------------------- measurements
+def sac(lib: str, precision: str, rep: int, a: argparse.Namespace, _: Path) -> Phases:
+    fn = sac_speed.ours if lib == OURS else sac_speed.sb3
+    r = fn(TASKS["sac"], a.sac_steps, rep)
+    return [("env", S1K, r["total"] - r["update"]), ("updates", S1K, r["update"]),
+            ("total", S1K, r["total"]), ("update", "ms", r["ms_per_update"])]
+
+
+def mbpo(lib: str, precision: str, rep: int, a: argparse.Namespace, _: Path) -> Phases:
+    if lib == OURS:
+        r = mbpo_speed.ours(TASKS["mbpo"], a.mbpo_random, a.mbpo_steps, a.updates, rep,
+                            improve_from_initial=True, precision=precision)
+    else:
+        epoch = load_recipe("mbpo", TASKS["mbpo"]).config("rollout").epoch_length
+        r = mbpo_speed.mbrl_lib(a.peer, TASKS["mbpo"], a.mbpo_random, a.mbpo_steps, a.updates,
+                                rep, a.threads, epoch_length=min(epoch, a.mbpo_steps))
+    per_1k = 1000 / r["steps"]
+    out = [(k, S1K, r[k] * per_1k) for k in (*mbpo_speed.PHASES, "total")]
+    equal = (r["total"] - r["sac"]) * per_1k + r["sac_ms_per_update"] * a.updates
+    return [*out, ("total_equal_updates", S1K, equal),
+            ("sac_update", "ms", r["sac_ms_per_update"]),
+            ("model_fit_per_refit", "s", r["fit_s_per_refit"])]
+
+
+def pets(lib: str, precision: str, rep: int, a: argparse.Namespace, data: Path) -> Phases:
+    if lib == OURS:
+        times, settings = pets_speed.ours(data, a.pets_steps, precision)
+    else:
+        times, settings = pets_speed.run_peer(data, a.pets_steps, a.threads,
+                                              str(a.peer / "bin" / "python"))
+    return [("model_fit", "s", settings["fit_s"]),
+            ("plan", "s/step", float(statistics.median(times)))]
+
+
+MEASURE: dict[str, Callable[[str, str, int, argparse.Namespace, Path], Phases]] = {
+    "sac": sac, "mbpo": mbpo, "pets": pets}
+
+
+# --------------------------------------------------------------------------- machine limits
+def gflops(shape: tuple[int, int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
+    """Measured GFLOP/s of a batched product ``[b, m, k] @ [b, k, n]`` at this thread count
+    (median of ``repeats`` timings of enough calls to last ~0.2 s)."""
+    b, m, k, n = shape
+    x, w = torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)
+    torch.bmm(x, w)
+    calls = 1
+    while True:
+        t = time.perf_counter()
+        for _ in range(calls):
+            torch.bmm(x, w)
+        if time.perf_counter() - t > 0.05:
+            break
+        calls *= 4
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(calls):
+            torch.bmm(x, w)
+        times.append((time.perf_counter() - t) / calls)
+    return 2 * b * m * k * n / statistics.median(times) / 1e9
+
+
+def sac_update_flops(obs: int, act: int, hidden: tuple[int, ...], batch: int) -> float:
+    """Arithmetic of one SAC update (twin critics), counted in forward-pass equivalents (a
+    backward pass through a layer ≈ twice its forward): actor 4 (next-state actions, the
+    actor loss's forward and backward), one critic 14 (target forward; forward and backward of
+    the TD loss; forward and backward of the actor loss through the critic), twice each
+    critic's share for the twin."""
+    def macs(sizes: list[int]) -> int:
+        return sum(i * o for i, o in pairwise(sizes))
+
+    actor = macs([obs, *hidden, 2 * act])
+    critic = macs([obs + act, *hidden, 1])
+    return 2.0 * batch * (4 * actor + 14 * critic)
+
+
+def pets_step_flops(obs: int, act: int) -> tuple[float, tuple[int, int, int, int]]:
+    """Arithmetic of one planned PETS step (forward passes only: population x particles rows,
+    horizon steps, CEM iterations, through one member each) and the per-member product shape
+    it is made of."""
+    recipe = load_recipe("pets", pets_speed.ENV_ID)
+    loop, model, planner = (recipe.config("loop"), recipe.config("model"),
+                            recipe.config("planner"))
+    h, layers, e = model.hidden_size, model.num_layers, model.ensemble_size
+    member = (obs + act) * h + (layers - 1) * h * h + h * 2 * (obs + 1)
+    rows = planner.population_size * loop.particles
+    flops = 2.0 * rows * member * loop.horizon * planner.iterations
+    return flops, (e, rows // e, h, h)
+
+
+def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str], float]
+           ) -> list[str]:
+    """What the machine's measured matrix throughput allows, against what we measured."""
+    out = []
+    hopper = make_env("Hopper-v5")
+    o, ac = hopper.observation_space.shape[0], hopper.action_space.shape[0]  # type: ignore[index]
+    sac_cfg = load_recipe("sac", "Hopper-v5").config("optimizer")
+    f_sac = sac_update_flops(o, ac, tuple(sac_cfg.hidden_sizes), sac_cfg.batch_size)
+    shape_sac = (1, sac_cfg.batch_size, sac_cfg.hidden_sizes[0], sac_cfg.hidden_sizes[1])
+    cheetah = make_env(pets_speed.ENV_ID)
+    o2, ac2 = cheetah.observation_space.shape[0], cheetah.action_space.shape[0]  # type: ignore[index]
+    f_pets, shape_pets = pets_step_flops(o2, ac2)
+    for dtype in ((torch.float32, torch.bfloat16) if bf16 else (torch.float32,)):
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        g_sac, g_pets = gflops(shape_sac, dtype), gflops(shape_pets, dtype)
+        out.append(f"- {name} matrix throughput, {a.threads} thread(s): {g_sac:.1f} GFLOP/s on "
+                   f"a {'x'.join(map(str, shape_sac[1:]))} product (a SAC layer), {g_pets:.1f} "
+                   f"GFLOP/s on {shape_pets[0]} x {'x'.join(map(str, shape_pets[1:]))} (a PETS "
+                   "planning product).")
+        floor_sac = f_sac / g_sac / 1e6
+        ours_sac = result.get(("sac", "update", "fp32"))
+        if ours_sac and name == "fp32":
+            out.append(f"  - SAC update: {f_sac / 1e9:.2f} GFLOP of products → {floor_sac:.2f} "
+                       f"ms at that rate; ours takes {ours_sac:.2f} ms ({ours_sac / floor_sac:.1f}"
+                       "× that floor).")
+        floor_pets = f_pets / g_pets / 1e9
+        ours_pets = result.get(("pets", "plan", name))
+        if ours_pets:
+            out.append(f"  - PETS planned step: {f_pets / 1e9:.0f} GFLOP of forward passes → "
+                       f"{floor_pets:.2f} s at that rate; ours at {name} takes {ours_pets:.2f} s "
+                       f"({ours_pets / floor_pets:.1f}× that floor).")
+    return out
+
+
+# --------------------------------------------------------------------------- report
+def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
+             limit_lines: list[str], warnings: list[str], command: str) -> str:
+    med = medians(rows)
+    lines = [f"# Speed on {machine}", "", f"Command: `{command}`; code {code_version()}, torch "
+             f"{torch.__version__}, Python {sys.version.split()[0]}. Medians of {a.reps} "
+             "repeats; the libraries alternate within each repeat.", ""]
+    for algo in a.algos:
+        cols = sorted({(r["lib"], r["precision"]) for r in rows if r["algo"] == algo},
+                      key=lambda c: (c[0] != OURS, c[1]))
+        peer = next((c for c in cols if c[0] != OURS), None)
+        lines += [f"## {algo} on {TASKS[algo]}", "",
+                  "| phase | unit | " + " | ".join(f"{lib} {p}" for lib, p in cols)
+                  + (f" | {peer[0]} ÷ ours fp32 |" if peer else " |"),
+                  "|---|---|" + "--:|" * (len(cols) + (1 if peer else 0))]
+        phases = list(dict.fromkeys((r["phase"], r["unit"]) for r in rows if r["algo"] == algo))
+        for phase, unit in phases:
+            vals = {}
+            for lib, p in cols:
+                k = next((k for k in med if k[2:] == (algo, TASKS[algo], lib, p, phase, unit)),
+                         None)
+                vals[(lib, p)] = med[k] if k else float("nan")
+            cells = " | ".join("—" if np.isnan(v) else f"{v:.3g}" for v in vals.values())
+            ratio = ""
+            if peer:
+                mine, theirs = vals.get((OURS, "fp32"), np.nan), vals[peer]
+                ratio = (f" | {theirs / mine:.2f}×" if mine > 1e-3 and not np.isnan(theirs)
+                         else " | —")
+            lines.append(f"| {phase} | {unit} | {cells}{ratio} |")
+        lines.append("")
+    lines += ["## What the machine allows", "", *limit_lines, "",
+              "## Against the committed figures", ""]
+    lines += ([f"- warning: {w}" for w in warnings] if warnings
+              else ["- no quantity of ours more than 30% slower than the committed figure on "
+                    "this CPU model (or none committed yet)."])
+    return "\n".join(lines) + "\n"
+
+
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
+    """The arguments, checked (a one-line error each), and the precisions to time."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--algos", default="sac,mbpo,pets")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precisions", default="auto",
+                   help="auto (bf16 too where the CPU has bf16 units), fp32, or fp32,bf16")
+    p.add_argument("--peer", type=Path, default=Path("/work/peer_mbrl"),
+                   help="mbrl-lib's virtualenv (../shared/peers/mbrl_lib/setup.sh DIR)")
+    p.add_argument("--sac-steps", type=int, default=3000)
+    p.add_argument("--mbpo-random", type=int, default=5000)
+    p.add_argument("--mbpo-steps", type=int, default=500)
+    p.add_argument("--updates", type=int, default=20, help="MBPO's SAC updates per env step")
+    p.add_argument("--pets-steps", type=int, default=3)
+    p.add_argument("--out", type=Path, default=Path("results/reference/speed"))
+    p.add_argument("--no-write", action="store_true", help="compare only; write nothing")
+    a = p.parse_args()
+    a.algos = a.algos.split(",")
+    bad = [x for x in a.algos if x not in MEASURE]
+    if bad:
+        p.error(f"--algos: unknown {', '.join(bad)} (choose from {', '.join(MEASURE)})")
+    if a.mbpo_steps % 250 or a.mbpo_random % 250 or a.mbpo_steps < 500:
+        p.error("--mbpo-steps (>= 500: mbrl-lib updates SAC only after its first refit) and "
+                "--mbpo-random must be multiples of 250 (the refit period)")
+    if a.sac_steps <= sac_speed.T0:
+        p.error(f"--sac-steps must exceed {sac_speed.T0} (the timed window starts there)")
+    if ("mbpo" in a.algos or "pets" in a.algos) and not (a.peer / "bin" / "python").exists():
+        p.error(f"--peer: no virtualenv at {a.peer} (make it with "
+                "../shared/peers/mbrl_lib/setup.sh DIR)")
+    if "sac" in a.algos:
+        try:
+            import stable_baselines3  # noqa: F401
+        except ImportError:
+            p.error("sac needs Stable-Baselines3 beside us: pip install stable-baselines3")
+    if a.precisions == "auto":
+        return a, ["fp32", "bf16"] if has_bf16_units(torch.device("cpu")) else ["fp32"]
+    precisions = a.precisions.split(",")
+    if any(x not in ("fp32", "bf16") for x in precisions):
+        p.error("--precisions: auto, fp32, bf16 or fp32,bf16")
+    return a, precisions
+
+
+def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[dict[str, Any]]:
+    """Every repeat of every algorithm, each library (and precision of ours) in turn."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "random.npz"
+        if "pets" in a.algos:
+            pets_speed.random_data(data)
+        for rep in range(a.reps):
+            for algo in a.algos:
+                runs = [(OURS, x) for x in precisions if algo != "sac" or x == "fp32"]
+                for lib, precision in [*runs, (PEERS[algo], "fp32")]:
+                    t = time.perf_counter()
+                    phases = MEASURE[algo](lib, precision, rep, a, data)
+                    print(f"rep {rep} {algo} {lib} {precision} ({time.perf_counter() - t:.0f} s):"
+                          f" {', '.join(f'{ph} {v:.3g} {u}' for ph, u, v in phases)}", flush=True)
+                    rows += [{"cpu": cpu, "threads": a.threads, "torch": torch.__version__,
+                              "algo": algo, "task": TASKS[algo], "lib": lib,
+                              "precision": precision, "phase": ph, "unit": u, "rep": rep,
+                              "value": f"{v:.6g}"} for ph, u, v in phases]
+    return rows
+
+
+def main() -> None:
+    a, precisions = parse_args()
+    torch.set_num_threads(a.threads)
+    cpu, bf16_units = cpu_model(), has_bf16_units(torch.device("cpu"))
+    machine = (f"{cpu} (flags {', '.join(cpu_flags()) or 'none of avx2/avx512/bf16/amx'}; torch "
+               f"CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 matrix units: "
+               f"{'yes' if bf16_units else 'no'}), {a.threads} torch thread(s)")
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    print(machine, flush=True)
+    if "bf16" not in precisions:
+        print("bf16 not timed: this CPU has no bf16 matrix units (torch emulates bf16 products "
+              "here, 10-20x slower than fp32; --precisions fp32,bf16 times it anyway)",
+              flush=True)
+    reference = read_reference(a.out)
+    rows = measure_all(a, precisions, cpu)
+    warnings = regressions(rows, reference)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    for m in uncovered(rows, reference):
+        print(f"no committed speed figures for {m}: nothing to compare against", flush=True)
+    result = {(k[2], k[6], k[5]): v for k, v in medians(rows).items() if k[4] == OURS}
+    md = markdown(rows, a, machine, limits(a, "bf16" in precisions, result), warnings, command)
+    print(md)
+    if not a.no_write:
+        slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown"
+        write_rows(a.out / f"speed-{slug}.csv", rows)
+        (a.out / f"speed-{slug}.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Speed figures as rows, and the check of new figures against the committed ones.
+
+``benchmarks/speed.py`` times each algorithm per phase, ours against its peers, and writes one
+row per timed quantity and repeat: ``cpu`` (the CPU's model name), ``threads``, ``torch``,
+``algo``, ``task``, ``lib``, ``precision``, ``phase``, ``unit``, ``rep`` and ``value``. Every
+value is a time (lower is faster). The committed files (``results/reference/speed/
+speed-*.csv``) are the reference: :func:`regressions` says where a new measurement of ours is
+more than a tolerance slower than the committed median on the same CPU model and thread count.
+It only reports; a benchmark warns with it and never fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+FIELDS = ("cpu", "threads", "torch", "algo", "task", "lib", "precision", "phase", "unit", "rep",
+          "value")
+OURS = "mbrl-bench"
+TOLERANCE = 0.30
+"""A figure of ours more than 30% slower than the committed one is reported."""
+
+Row = Mapping[str, object]
+"""One speed row (values as read from CSV, strings, or as measured)."""
+Key = tuple[str, str, str, str, str, str, str, str]
+"""cpu, threads, algo, task, lib, precision, phase, unit: one timed quantity on one machine."""
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (or the text given), ``unknown`` without."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown"
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The CPU flags that decide matrix throughput (AVX2, AVX-512, AVX512-BF16, AMX), in
+    ``/proc/cpuinfo``'s spelling, of those this CPU has."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    line = next((x for x in cpuinfo.splitlines() if x.startswith("flags")), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+            if f in have]
+
+
+def read_rows(path: Path) -> list[Row]:
+    """The rows of one speed CSV; a one-line error if it is not one."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in FIELDS if k not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: not a speed file (no column {', '.join(missing)})")
+        return list(reader)
+
+
+def read_reference(folder: Path) -> list[Row]:
+    """Every committed speed row under ``folder`` (``speed-*.csv``); none if it has none."""
+    return [row for path in sorted(folder.glob("speed-*.csv")) for row in read_rows(path)]
+
+
+def write_rows(path: Path, rows: Iterable[Row]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: row[k] for k in FIELDS})
+
+
+def key(row: Row) -> Key:
+    return (str(row["cpu"]), str(row["threads"]), str(row["algo"]), str(row["task"]),
+            str(row["lib"]), str(row["precision"]), str(row["phase"]), str(row["unit"]))
+
+
+def medians(rows: Iterable[Row]) -> dict[Key, float]:
+    """The median over repeats of each timed quantity."""
+    values: dict[Key, list[float]] = defaultdict(list)
+    for row in rows:
+        values[key(row)].append(float(str(row["value"])))
+    return {k: statistics.median(v) for k, v in values.items()}
+
+
+def regressions(current: Sequence[Row], reference: Sequence[Row], tolerance: float = TOLERANCE,
+                lib: str = OURS) -> list[str]:
+    """One line for each of ``lib``'s quantities whose median in ``current`` exceeds the
+    committed median for the same CPU model, thread count, algorithm, task, precision and phase
+    by more than ``tolerance`` (0.3: 30% slower). Quantities without a committed figure on that
+    CPU are not compared (:func:`uncovered` names the machines)."""
+    now = medians(r for r in current if r["lib"] == lib)
+    ref = medians(r for r in reference if r["lib"] == lib)
+    out = []
+    for k, value in sorted(now.items()):
+        before = ref.get(k)
+        if before is None or before <= 0 or value <= before * (1 + tolerance):
+            continue
+        cpu, threads, algo, task, _, precision, phase, unit = k
+        out.append(f"{algo} {task} {precision} {phase}: {value:.4g} {unit} against the committed "
+                   f"{before:.4g} (+{value / before - 1:.0%}) on {cpu}, {threads} thread(s)")
+    return out
+
+
+def uncovered(current: Sequence[Row], reference: Sequence[Row]) -> list[str]:
+    """The machines (``cpu, N thread(s)``) in ``current`` that have no committed figure."""
+    have = {(str(r["cpu"]), str(r["threads"])) for r in reference}
+    return sorted({f"{r['cpu']}, {r['threads']} thread(s)" for r in current
+                   if (str(r["cpu"]), str(r["threads"])) not in have})

@@ -1,0 +1,78 @@
+"""The speed regression check of benchmarks/speed.py: rows, medians, a warning past 30% slower
+on the same CPU model, silence elsewhere (no timing is measured here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mbrl_bench.reporting.speed import (
+    cpu_flags,
+    cpu_model,
+    medians,
+    read_reference,
+    read_rows,
+    regressions,
+    uncovered,
+    write_rows,
+)
+
+CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9B14
+flags\t\t: fpu sse avx2 fma avx512f avx512_bf16
+"""
+
+
+def rows(values: list[float], cpu: str = "AMD EPYC 9B14", lib: str = "mbrl-bench",
+         phase: str = "update", threads: int = 1) -> list[dict[str, object]]:
+    return [{"cpu": cpu, "threads": threads, "torch": "2.13.0+cpu", "algo": "sac",
+             "task": "Hopper-v5", "lib": lib, "precision": "fp32", "phase": phase, "unit": "ms",
+             "rep": i, "value": v} for i, v in enumerate(values)]
+
+
+def test_cpu_model_and_flags_from_cpuinfo() -> None:
+    assert cpu_model(CPUINFO) == "AMD EPYC 9B14"
+    assert cpu_flags(CPUINFO) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert cpu_model("processor: 0\n") == "unknown"
+
+
+def test_medians_over_repeats() -> None:
+    (value,) = medians(rows([10.0, 30.0, 11.0])).values()
+    assert value == 11.0
+
+
+def test_warns_only_past_the_tolerance() -> None:
+    ref = [{k: str(v) for k, v in r.items()} for r in rows([10.0, 10.0, 10.0])]
+    assert regressions(rows([12.9, 13.0, 12.8]), ref) == []  # +29%
+    (line,) = regressions(rows([13.2, 13.1, 13.5]), ref)  # median +31%
+    assert "sac Hopper-v5 fp32 update" in line and "+32%" in line and "AMD EPYC 9B14" in line
+    assert regressions(rows([13.2, 13.1, 13.5]), ref, tolerance=0.5) == []
+
+
+def test_compares_only_ours_on_the_same_cpu_and_threads() -> None:
+    ref = [{k: str(v) for k, v in r.items()} for r in rows([10.0])]
+    assert regressions(rows([20.0], cpu="Intel Xeon"), ref) == []
+    assert regressions(rows([20.0], threads=2), ref) == []
+    assert regressions(rows([20.0], lib="sb3"), ref) == []  # a slower peer is not ours
+    assert regressions(rows([20.0], phase="total"), ref) == []  # nothing committed for it
+    assert uncovered(rows([20.0], cpu="Intel Xeon"), ref) == ["Intel Xeon, 1 thread(s)"]
+    assert uncovered(rows([20.0]), ref) == []
+
+
+def test_rows_round_trip_and_reference_folder(tmp_path: Path) -> None:
+    write_rows(tmp_path / "speed-amd-epyc.csv", rows([10.0, 11.0]))
+    write_rows(tmp_path / "speed-intel-xeon.csv", rows([5.0], cpu="Intel Xeon"))
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    ref = read_reference(tmp_path)
+    assert len(ref) == 3 and {r["cpu"] for r in ref} == {"AMD EPYC 9B14", "Intel Xeon"}
+    assert regressions(rows([20.0]), ref) and not regressions(rows([6.0], cpu="Intel Xeon"), ref)
+    assert read_reference(tmp_path / "none") == []
+    with pytest.raises(ValueError, match="not a speed file"):
+        read_rows(tmp_path / "other.csv")
+
+
+def test_committed_speed_files_are_readable() -> None:
+    folder = Path(__file__).resolve().parents[1] / "results" / "reference" / "speed"
+    for row in read_reference(folder):
+        assert float(row["value"]) >= 0 and row["lib"] and row["phase"]
