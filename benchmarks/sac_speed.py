@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import platform
 import tempfile
 import time
@@ -42,8 +43,12 @@ def ours(env_id: str, steps: int, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as d:
         run_all([spec], Path(d), threads=torch.get_num_threads(), progress=lambda s: None)
         with (spec.run_dir(Path(d)) / "metrics.csv").open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["env_step"]) > T0]
-    total = sum(T0 // 2 / float(r["steps_per_s"]) for r in rows)
+            all_rows = list(csv.DictReader(f))
+    # each row covers the steps since the row before (the last one may cover fewer)
+    timed = [(int(r["env_step"]) - int(prev["env_step"]), r)
+             for prev, r in itertools.pairwise(all_rows) if int(r["env_step"]) > T0]
+    rows = [r for _, r in timed]
+    total = sum(n / float(r["steps_per_s"]) for n, r in timed)
     update = sum(float(r["update_s"]) for r in rows)
     updates = sum(int(r["updates"]) for r in rows)
     k = 1000 / (steps - T0)

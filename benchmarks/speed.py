@@ -13,23 +13,30 @@ Stable-Baselines3 and mbrl-lib in the same run, alternating, medians of repeats.
 - **MBPO** on Hopper-v5 (our `mbpo` recipe at its official per-task settings; mbrl-lib's MBPO at
   the same ones), ``--mbpo-steps`` after ``--mbpo-random`` random steps; phases: env, model
   fit, rollouts, SAC updates, other, per 1,000 env steps, plus milliseconds per SAC update and
-  seconds per refit (``mbpo_speed.py``). Both fit by mbrl-lib's stopping rule so that the fit
-  phase compares equal work (ours ends fits by the official rule, which trains much longer:
-  ``fit_cap.py``); mbrl-lib makes no SAC update before its first refit, so the total is also
-  given with the updates counted at 20 per step for both (``total_equal_updates``).
+  seconds per refit (``mbpo_speed.py``). Both fit by mbrl-lib's stopping rule, so that the fit
+  phase compares like with like (ours ends fits by the official rule, which trains much
+  longer: ``fit_cap.py``). mbrl-lib's window starts with a fit from fresh weights (its first),
+  ours refits a model first fitted at the end of the random steps, so ours counts that first
+  fit in place of the window's last refit (the same number of fits, one from fresh weights on
+  each side). mbrl-lib makes (almost) no SAC update before its first refit, so the total is
+  also given with the updates counted at ``--updates`` per step for both
+  (``total_equal_updates``).
 - **PETS** on HalfCheetah-v5 (our `pets` recipe; mbrl-lib's `pets_halfcheetah` at our CEM
-  settings): the model fit on the same 1,000 random transitions, then seconds of planning per
-  env step over ``--pets-steps`` steps (``pets_speed.py``).
+  settings): the model fit on the same 1,000 random transitions (12 epochs each; ours holds
+  out 10% and evaluates it every epoch, mbrl-lib holds out nothing, so the fits are close but
+  not equal work), then seconds of planning per env step over ``--pets-steps`` steps
+  (``pets_speed.py``).
 
 Ours runs at fp32 and, where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16), also
 with ``model.precision = bf16`` (MBPO's and PETS's model; SAC has no bf16 option: a 256x256
 critic step gained nothing from it); ``--precisions fp32,bf16`` forces both. Each repeat runs
-every library once, in turn. The output names the CPU model, its flags and the measured fp32
-(and bf16) matrix throughput, and what that throughput allows: the arithmetic floor of a SAC
-update and of a PETS planning step against the measured times.
+every library once, in turn, in reverse order on odd repeats. The output names the CPU model,
+its flags and the measured fp32 (and bf16) matrix throughput, and what that throughput allows:
+the arithmetic floor of a SAC update and of a PETS planning step against the measured times.
 
-Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU model). Before writing, the new
-figures of ours are compared with the committed ones for the same CPU model and thread count
+Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU model; a run replaces the
+figures it measured again and keeps the others). Before writing, the new figures of ours are
+compared with the committed ones for the same CPU model, thread count and benchmark settings
 (every ``speed-*.csv`` in ``--out``): a quantity more than 30% slower is printed as a warning;
 the benchmark never fails on it.
 """
@@ -58,12 +65,15 @@ import sac_speed
 
 from mbrl_bench.devices import has_bf16_units
 from mbrl_bench.envs.make import make_env
+from mbrl_bench.models.ensemble import PREDICT_CHUNK_ROWS_CPU
 from mbrl_bench.reporting.speed import (
     OURS,
     cpu_flags,
     cpu_model,
     medians,
+    merge,
     read_reference,
+    read_rows,
     regressions,
     uncovered,
     write_rows,
@@ -73,6 +83,8 @@ from mbrl_bench.spec import load_recipe
 
 TASKS = {"sac": "Hopper-v5", "mbpo": "Hopper-v5", "pets": pets_speed.ENV_ID}
 PEERS = {"sac": "sb3", "mbpo": "mbrl-lib", "pets": "mbrl-lib"}
+DERIVED = {("sac", "env"), ("mbpo", "other")}
+"""Remainders (a total minus its timed phases): too noisy for the regression check."""
 S1K = "s/1k steps"
 Phases = list[tuple[str, str, float]]
 
@@ -88,7 +100,7 @@ def sac(lib: str, precision: str, rep: int, a: argparse.Namespace, _: Path) -> P
 def mbpo(lib: str, precision: str, rep: int, a: argparse.Namespace, _: Path) -> Phases:
     if lib == OURS:
         r = mbpo_speed.ours(TASKS["mbpo"], a.mbpo_random, a.mbpo_steps, a.updates, rep,
-                            improve_from_initial=True, precision=precision)
+                            improve_from_initial=True, precision=precision, cold_first=True)
     else:
         epoch = load_recipe("mbpo", TASKS["mbpo"]).config("rollout").epoch_length
         r = mbpo_speed.mbrl_lib(a.peer, TASKS["mbpo"], a.mbpo_random, a.mbpo_steps, a.updates,
@@ -111,6 +123,13 @@ def pets(lib: str, precision: str, rep: int, a: argparse.Namespace, data: Path) 
             ("plan", "s/step", float(statistics.median(times)))]
 
 
+def settings(algo: str, a: argparse.Namespace) -> str:
+    """The benchmark's settings for ``algo``: figures compare only at equal settings."""
+    return {"sac": f"steps={a.sac_steps}",
+            "mbpo": f"random={a.mbpo_random} steps={a.mbpo_steps} updates={a.updates}",
+            "pets": f"steps={a.pets_steps}"}[algo]
+
+
 MEASURE: dict[str, Callable[[str, str, int, argparse.Namespace, Path], Phases]] = {
     "sac": sac, "mbpo": mbpo, "pets": pets}
 
@@ -118,7 +137,7 @@ MEASURE: dict[str, Callable[[str, str, int, argparse.Namespace, Path], Phases]] 
 # --------------------------------------------------------------------------- machine limits
 def gflops(shape: tuple[int, int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
     """Measured GFLOP/s of a batched product ``[b, m, k] @ [b, k, n]`` at this thread count
-    (median of ``repeats`` timings of enough calls to last ~0.2 s)."""
+    (median of ``repeats`` timings of enough calls to last 0.05-0.2 s each)."""
     b, m, k, n = shape
     x, w = torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)
     torch.bmm(x, w)
@@ -141,22 +160,24 @@ def gflops(shape: tuple[int, int, int, int], dtype: torch.dtype, repeats: int = 
 
 def sac_update_flops(obs: int, act: int, hidden: tuple[int, ...], batch: int) -> float:
     """Arithmetic of one SAC update (twin critics), counted in forward-pass equivalents (a
-    backward pass through a layer ≈ twice its forward): actor 4 (next-state actions, the
-    actor loss's forward and backward), one critic 14 (target forward; forward and backward of
-    the TD loss; forward and backward of the actor loss through the critic), twice each
-    critic's share for the twin."""
+    backward pass through a layer ≈ twice its forward, once when only input gradients are
+    needed): actor 4 (next-state actions; the actor loss's forward and backward), each critic
+    6 (target forward; the TD loss's forward and backward; the actor loss's forward through it
+    and its backward to the actions alone, the critic's weights detached there), 12 for the
+    twin."""
     def macs(sizes: list[int]) -> int:
         return sum(i * o for i, o in pairwise(sizes))
 
     actor = macs([obs, *hidden, 2 * act])
     critic = macs([obs + act, *hidden, 1])
-    return 2.0 * batch * (4 * actor + 14 * critic)
+    return 2.0 * batch * (4 * actor + 12 * critic)
 
 
 def pets_step_flops(obs: int, act: int) -> tuple[float, tuple[int, int, int, int]]:
     """Arithmetic of one planned PETS step (forward passes only: population x particles rows,
-    horizon steps, CEM iterations, through one member each) and the per-member product shape
-    it is made of."""
+    horizon steps, CEM iterations, through one member each) and the shape of the products it
+    is made of (hidden x hidden, in chunks of at most ``PREDICT_CHUNK_ROWS_CPU`` rows per
+    member)."""
     recipe = load_recipe("pets", pets_speed.ENV_ID)
     loop, model, planner = (recipe.config("loop"), recipe.config("model"),
                             recipe.config("planner"))
@@ -164,7 +185,7 @@ def pets_step_flops(obs: int, act: int) -> tuple[float, tuple[int, int, int, int
     member = (obs + act) * h + (layers - 1) * h * h + h * 2 * (obs + 1)
     rows = planner.population_size * loop.particles
     flops = 2.0 * rows * member * loop.horizon * planner.iterations
-    return flops, (e, rows // e, h, h)
+    return flops, (e, min(rows // e, PREDICT_CHUNK_ROWS_CPU), h, h)
 
 
 def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str], float]
@@ -220,8 +241,8 @@ def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
         for phase, unit in phases:
             vals = {}
             for lib, p in cols:
-                k = next((k for k in med if k[2:] == (algo, TASKS[algo], lib, p, phase, unit)),
-                         None)
+                k = next((k for k in med if (k[2:4], k[5:]) == (
+                    (algo, TASKS[algo]), (lib, p, phase, unit))), None)
                 vals[(lib, p)] = med[k] if k else float("nan")
             cells = " | ".join("—" if np.isnan(v) else f"{v:.3g}" for v in vals.values())
             ratio = ""
@@ -277,8 +298,9 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
     if a.precisions == "auto":
         return a, ["fp32", "bf16"] if has_bf16_units(torch.device("cpu")) else ["fp32"]
     precisions = a.precisions.split(",")
-    if any(x not in ("fp32", "bf16") for x in precisions):
-        p.error("--precisions: auto, fp32, bf16 or fp32,bf16")
+    if any(x not in ("fp32", "bf16") for x in precisions) or "fp32" not in precisions:
+        p.error("--precisions: auto, fp32 or fp32,bf16 (fp32 is what the peers and the "
+                "ratios compare)")
     return a, precisions
 
 
@@ -291,14 +313,16 @@ def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[
             pets_speed.random_data(data)
         for rep in range(a.reps):
             for algo in a.algos:
-                runs = [(OURS, x) for x in precisions if algo != "sac" or x == "fp32"]
-                for lib, precision in [*runs, (PEERS[algo], "fp32")]:
+                runs = [*((OURS, x) for x in precisions if algo != "sac" or x == "fp32"),
+                        (PEERS[algo], "fp32")]
+                for lib, precision in (runs if rep % 2 == 0 else runs[::-1]):
                     t = time.perf_counter()
                     phases = MEASURE[algo](lib, precision, rep, a, data)
                     print(f"rep {rep} {algo} {lib} {precision} ({time.perf_counter() - t:.0f} s):"
                           f" {', '.join(f'{ph} {v:.3g} {u}' for ph, u, v in phases)}", flush=True)
                     rows += [{"cpu": cpu, "threads": a.threads, "torch": torch.__version__,
-                              "algo": algo, "task": TASKS[algo], "lib": lib,
+                              "algo": algo, "task": TASKS[algo], "settings": settings(algo, a),
+                              "lib": lib,
                               "precision": precision, "phase": ph, "unit": u, "rep": rep,
                               "value": f"{v:.6g}"} for ph, u, v in phases]
     return rows
@@ -319,17 +343,18 @@ def main() -> None:
               flush=True)
     reference = read_reference(a.out)
     rows = measure_all(a, precisions, cpu)
-    warnings = regressions(rows, reference)
+    warnings = regressions(rows, reference, ignore=DERIVED)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     for m in uncovered(rows, reference):
         print(f"no committed speed figures for {m}: nothing to compare against", flush=True)
-    result = {(k[2], k[6], k[5]): v for k, v in medians(rows).items() if k[4] == OURS}
+    result = {(k[2], k[7], k[6]): v for k, v in medians(rows).items() if k[5] == OURS}
     md = markdown(rows, a, machine, limits(a, "bf16" in precisions, result), warnings, command)
     print(md)
     if not a.no_write:
         slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown"
-        write_rows(a.out / f"speed-{slug}.csv", rows)
+        path = a.out / f"speed-{slug}.csv"
+        write_rows(path, merge(read_rows(path) if path.exists() else [], rows))
         (a.out / f"speed-{slug}.md").write_text(md)
 
 

@@ -11,6 +11,7 @@ from mbrl_bench.reporting.speed import (
     cpu_flags,
     cpu_model,
     medians,
+    merge,
     read_reference,
     read_rows,
     regressions,
@@ -25,10 +26,16 @@ flags\t\t: fpu sse avx2 fma avx512f avx512_bf16
 
 
 def rows(values: list[float], cpu: str = "AMD EPYC 9B14", lib: str = "mbrl-bench",
-         phase: str = "update", threads: int = 1) -> list[dict[str, object]]:
-    return [{"cpu": cpu, "threads": threads, "torch": "2.13.0+cpu", "algo": "sac",
-             "task": "Hopper-v5", "lib": lib, "precision": "fp32", "phase": phase, "unit": "ms",
-             "rep": i, "value": v} for i, v in enumerate(values)]
+         phase: str = "update", threads: int = 1, settings: str = "steps=3000",
+         algo: str = "sac") -> list[dict[str, object]]:
+    return [{"cpu": cpu, "threads": threads, "torch": "2.13.0+cpu", "algo": algo,
+             "task": "Hopper-v5", "settings": settings, "lib": lib, "precision": "fp32",
+             "phase": phase, "unit": "ms", "rep": i, "value": v} for i, v in enumerate(values)]
+
+
+def as_read(rs: list[dict[str, object]]) -> list[dict[str, str]]:
+    """Rows as a CSV gives them back (strings)."""
+    return [{k: str(v) for k, v in r.items()} for r in rs]
 
 
 def test_cpu_model_and_flags_from_cpuinfo() -> None:
@@ -43,21 +50,36 @@ def test_medians_over_repeats() -> None:
 
 
 def test_warns_only_past_the_tolerance() -> None:
-    ref = [{k: str(v) for k, v in r.items()} for r in rows([10.0, 10.0, 10.0])]
-    assert regressions(rows([12.9, 13.0, 12.8]), ref) == []  # +29%
-    (line,) = regressions(rows([13.2, 13.1, 13.5]), ref)  # median +31%
+    ref = as_read(rows([10.0, 10.0, 10.0]))
+    assert regressions(rows([12.9, 13.0, 12.8]), ref) == []  # median +29%
+    (line,) = regressions(rows([13.2, 13.1, 13.5]), ref)  # median +32%
     assert "sac Hopper-v5 fp32 update" in line and "+32%" in line and "AMD EPYC 9B14" in line
     assert regressions(rows([13.2, 13.1, 13.5]), ref, tolerance=0.5) == []
+    assert regressions(rows([13.2]), ref, ignore={("sac", "update")}) == []
 
 
-def test_compares_only_ours_on_the_same_cpu_and_threads() -> None:
-    ref = [{k: str(v) for k, v in r.items()} for r in rows([10.0])]
+def test_compares_only_ours_at_the_same_cpu_threads_and_settings() -> None:
+    ref = as_read(rows([10.0]) + rows([10.0], lib="sb3"))
     assert regressions(rows([20.0], cpu="Intel Xeon"), ref) == []
     assert regressions(rows([20.0], threads=2), ref) == []
-    assert regressions(rows([20.0], lib="sb3"), ref) == []  # a slower peer is not ours
+    assert regressions(rows([20.0], settings="steps=5000"), ref) == []
     assert regressions(rows([20.0], phase="total"), ref) == []  # nothing committed for it
-    assert uncovered(rows([20.0], cpu="Intel Xeon"), ref) == ["Intel Xeon, 1 thread(s)"]
+    # a slower peer is not a regression of ours; the same rows as ours would be
+    assert regressions(rows([20.0], lib="sb3"), ref) == []
+    assert regressions(rows([20.0], lib="sb3"), ref, lib="sb3") != []
+    assert uncovered(rows([20.0], cpu="Intel Xeon"), ref) == [
+        "sac Hopper-v5 fp32 (steps=3000) on Intel Xeon, 1 thread(s)"]
+    assert uncovered(rows([20.0], algo="pets"), ref) == [
+        "pets Hopper-v5 fp32 (steps=3000) on AMD EPYC 9B14, 1 thread(s)"]
     assert uncovered(rows([20.0]), ref) == []
+
+
+def test_merge_replaces_only_the_runs_measured_again() -> None:
+    old = as_read(rows([10.0, 11.0]) + rows([5.0], algo="pets") + rows([9.0], threads=2))
+    new = rows([12.0, 13.0, 14.0])
+    merged = merge(old, new)
+    assert len(merged) == 5 and [r["value"] for r in merged[-3:]] == [12.0, 13.0, 14.0]
+    assert {(r["algo"], str(r["threads"])) for r in merged[:2]} == {("pets", "1"), ("sac", "2")}
 
 
 def test_rows_round_trip_and_reference_folder(tmp_path: Path) -> None:
@@ -74,5 +96,8 @@ def test_rows_round_trip_and_reference_folder(tmp_path: Path) -> None:
 
 def test_committed_speed_files_are_readable() -> None:
     folder = Path(__file__).resolve().parents[1] / "results" / "reference" / "speed"
-    for row in read_reference(folder):
-        assert float(row["value"]) >= 0 and row["lib"] and row["phase"]
+    committed = read_reference(folder)
+    assert committed, f"no speed-*.csv under {folder}"
+    for row in committed:
+        assert float(str(row["value"])) >= 0 and row["lib"] and row["phase"]
+    assert {"sac", "mbpo", "pets"} <= {str(r["algo"]) for r in committed}

@@ -2,10 +2,12 @@
 
 ``benchmarks/speed.py`` times each algorithm per phase, ours against its peers, and writes one
 row per timed quantity and repeat: ``cpu`` (the CPU's model name), ``threads``, ``torch``,
-``algo``, ``task``, ``lib``, ``precision``, ``phase``, ``unit``, ``rep`` and ``value``. Every
-value is a time (lower is faster). The committed files (``results/reference/speed/
+``algo``, ``task``, ``settings`` (the benchmark's own settings for that algorithm: steps timed,
+updates per step, ...), ``lib``, ``precision``, ``phase``, ``unit``, ``rep`` and ``value``.
+Every value is a time (lower is faster). The committed files (``results/reference/speed/
 speed-*.csv``) are the reference: :func:`regressions` says where a new measurement of ours is
-more than a tolerance slower than the committed median on the same CPU model and thread count.
+more than a tolerance slower than the committed median on the same CPU model and thread count,
+at the same settings.
 It only reports; a benchmark warns with it and never fails.
 """
 
@@ -14,19 +16,20 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-FIELDS = ("cpu", "threads", "torch", "algo", "task", "lib", "precision", "phase", "unit", "rep",
-          "value")
+FIELDS = ("cpu", "threads", "torch", "algo", "task", "settings", "lib", "precision", "phase",
+          "unit", "rep", "value")
 OURS = "mbrl-bench"
 TOLERANCE = 0.30
 """A figure of ours more than 30% slower than the committed one is reported."""
 
 Row = Mapping[str, object]
 """One speed row (values as read from CSV, strings, or as measured)."""
-Key = tuple[str, str, str, str, str, str, str, str]
-"""cpu, threads, algo, task, lib, precision, phase, unit: one timed quantity on one machine."""
+Key = tuple[str, str, str, str, str, str, str, str, str]
+"""cpu, threads, algo, task, settings, lib, precision, phase, unit: one timed quantity on one
+machine."""
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
@@ -82,7 +85,19 @@ def write_rows(path: Path, rows: Iterable[Row]) -> None:
 
 def key(row: Row) -> Key:
     return (str(row["cpu"]), str(row["threads"]), str(row["algo"]), str(row["task"]),
-            str(row["lib"]), str(row["precision"]), str(row["phase"]), str(row["unit"]))
+            str(row["settings"]), str(row["lib"]), str(row["precision"]), str(row["phase"]),
+            str(row["unit"]))
+
+
+def merge(existing: Sequence[Row], new: Sequence[Row]) -> list[Row]:
+    """``existing`` rows with those of every run that ``new`` measured again (same CPU, threads,
+    algorithm, settings, library and precision) replaced by ``new``'s: a partial benchmark run
+    updates its own figures and keeps the others."""
+    def run(r: Row) -> tuple[str, ...]:
+        return key(r)[:7]
+
+    again = {run(r) for r in new}
+    return [*(r for r in existing if run(r) not in again), *new]
 
 
 def medians(rows: Iterable[Row]) -> dict[Key, float]:
@@ -94,26 +109,30 @@ def medians(rows: Iterable[Row]) -> dict[Key, float]:
 
 
 def regressions(current: Sequence[Row], reference: Sequence[Row], tolerance: float = TOLERANCE,
-                lib: str = OURS) -> list[str]:
+                lib: str = OURS, ignore: Collection[tuple[str, str]] = ()) -> list[str]:
     """One line for each of ``lib``'s quantities whose median in ``current`` exceeds the
-    committed median for the same CPU model, thread count, algorithm, task, precision and phase
-    by more than ``tolerance`` (0.3: 30% slower). Quantities without a committed figure on that
-    CPU are not compared (:func:`uncovered` names the machines)."""
+    committed median for the same CPU model, thread count, algorithm, task, settings, precision
+    and phase by more than ``tolerance`` (0.3: 30% slower). ``ignore``: (algorithm, phase) pairs
+    not compared (small remainders of larger timings, whose noise is relatively large).
+    Quantities without a committed figure are not compared (:func:`uncovered` names them)."""
     now = medians(r for r in current if r["lib"] == lib)
     ref = medians(r for r in reference if r["lib"] == lib)
     out = []
     for k, value in sorted(now.items()):
         before = ref.get(k)
-        if before is None or before <= 0 or value <= before * (1 + tolerance):
+        if (before is None or before <= 0 or value <= before * (1 + tolerance)
+                or (k[2], k[7]) in ignore):
             continue
-        cpu, threads, algo, task, _, precision, phase, unit = k
+        cpu, threads, algo, task, _, _, precision, phase, unit = k
         out.append(f"{algo} {task} {precision} {phase}: {value:.4g} {unit} against the committed "
                    f"{before:.4g} (+{value / before - 1:.0%}) on {cpu}, {threads} thread(s)")
     return out
 
 
-def uncovered(current: Sequence[Row], reference: Sequence[Row]) -> list[str]:
-    """The machines (``cpu, N thread(s)``) in ``current`` that have no committed figure."""
-    have = {(str(r["cpu"]), str(r["threads"])) for r in reference}
-    return sorted({f"{r['cpu']}, {r['threads']} thread(s)" for r in current
-                   if (str(r["cpu"]), str(r["threads"])) not in have})
+def uncovered(current: Sequence[Row], reference: Sequence[Row], lib: str = OURS) -> list[str]:
+    """``lib``'s measured runs (algorithm, task, precision on a CPU and thread count, at the
+    benchmark's settings) that have no committed figure to compare with."""
+    have = {key(r)[:7] for r in reference if r["lib"] == lib}
+    return sorted({f"{r['algo']} {r['task']} {r['precision']} ({r['settings']}) on {r['cpu']}, "
+                   f"{r['threads']} thread(s)" for r in current
+                   if r["lib"] == lib and key(r)[:7] not in have})
