@@ -61,6 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import mbpo_speed
 import pets_speed
+import precision_speed
 import sac_speed
 
 from mbrl_bench.devices import has_bf16_units
@@ -137,25 +138,14 @@ MEASURE: dict[str, Callable[[str, str, int, argparse.Namespace, Path], Phases]] 
 # --------------------------------------------------------------------------- machine limits
 def gflops(shape: tuple[int, int, int, int], dtype: torch.dtype, repeats: int = 5) -> float:
     """Measured GFLOP/s of a batched product ``[b, m, k] @ [b, k, n]`` at this thread count
-    (median of ``repeats`` timings of enough calls to last 0.05-0.2 s each)."""
+    (median of ``repeats`` timings of enough calls to last about 0.05 s each)."""
     b, m, k, n = shape
     x, w = torch.randn(b, m, k).to(dtype), torch.randn(b, k, n).to(dtype)
-    torch.bmm(x, w)
-    calls = 1
-    while True:
-        t = time.perf_counter()
-        for _ in range(calls):
-            torch.bmm(x, w)
-        if time.perf_counter() - t > 0.05:
-            break
-        calls *= 4
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(calls):
-            torch.bmm(x, w)
-        times.append((time.perf_counter() - t) / calls)
-    return 2 * b * m * k * n / statistics.median(times) / 1e9
+    cpu = torch.device("cpu")
+    calls = max(1, round(0.05 / precision_speed.timed(lambda: torch.bmm(x, w), 1, cpu)))
+    seconds = statistics.median(precision_speed.timed(lambda: torch.bmm(x, w), calls, cpu)
+                                for _ in range(repeats))
+    return 2 * b * m * k * n / seconds / 1e9
 
 
 def sac_update_flops(obs: int, act: int, hidden: tuple[int, ...], batch: int) -> float:
@@ -225,7 +215,7 @@ def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str],
 # --------------------------------------------------------------------------- report
 def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
              limit_lines: list[str], warnings: list[str], command: str) -> str:
-    med = medians(rows)
+    med = {(k[2], k[5], k[6], k[7], k[8]): v for k, v in medians(rows).items()}
     lines = [f"# Speed on {machine}", "", f"Command: `{command}`; code {code_version()}, torch "
              f"{torch.__version__}, Python {sys.version.split()[0]}. Medians of {a.reps} "
              "repeats; the libraries alternate within each repeat.", ""]
@@ -239,11 +229,8 @@ def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
                   "|---|---|" + "--:|" * (len(cols) + (1 if peer else 0))]
         phases = list(dict.fromkeys((r["phase"], r["unit"]) for r in rows if r["algo"] == algo))
         for phase, unit in phases:
-            vals = {}
-            for lib, p in cols:
-                k = next((k for k in med if (k[2:4], k[5:]) == (
-                    (algo, TASKS[algo]), (lib, p, phase, unit))), None)
-                vals[(lib, p)] = med[k] if k else float("nan")
+            vals = {(lib, p): med.get((algo, lib, p, phase, unit), float("nan"))
+                    for lib, p in cols}
             cells = " | ".join("—" if np.isnan(v) else f"{v:.3g}" for v in vals.values())
             ratio = ""
             if peer:
