@@ -19,9 +19,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from mbrl_bench.reporting.aggregate import difference_ci, mean_ci, probability_of_improvement_ci
+from mbrl_bench.reporting.table import load_runs, return_at_budget
 
 MBPO_MUJOCO = {7000: [304.0, 4.0, 1047.0], 10000: [310.0, 336.0, 809.0],
                15000: [175.0, 419.0, 1045.0]}
@@ -29,14 +29,11 @@ MBPO_MUJOCO = {7000: [304.0, 4.0, 1047.0], 10000: [310.0, 336.0, 809.0],
 
 
 def returns_at(runs: Path, budget: int) -> list[float]:
-    """The evaluation return at ``budget`` of each seed folder under ``runs`` that reached it."""
-    values = []
-    for seed_dir in sorted(runs.glob("seed_*")):
-        evals = pd.read_csv(seed_dir / "evals.csv")
-        row = evals[evals.env_step == budget]
-        if len(row):
-            values.append(float(row.return_mean.iloc[0]))
-    return values
+    """The return at ``budget`` of each run under ``runs`` that reached it (as ``bench table``
+    reads it)."""
+    _, evals = load_runs(runs)
+    values = (return_at_budget(e, budget) for _, e in evals.groupby("path", sort=True))
+    return [v for v in values if v is not None]
 
 
 def main() -> None:

@@ -106,10 +106,8 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
     total = sum(250 / float(r["steps_per_s"]) for r in rows)
     env, model, sac = (sum(float(r[k]) for r in rows) for k in ("env_s", "model_s", "update_s"))
     diagnostics = model - window_fit - roll
-    fit = window_fit
-    if cold_first:
-        total += fits[0] - fits[-1]
-        fit = sum(fits[:-1])
+    fit = sum(fits[:-1]) if cold_first else window_fit
+    total += fit - window_fit
     n_updates = sum(int(r["updates"]) for r in rows)
     return {"env": env, "model_fit": fit, "rollout": roll, "sac": sac,
             "other": total - env - sac - fit - roll, "total": total, "steps": steps,

@@ -89,15 +89,18 @@ def key(row: Row) -> Key:
             str(row["unit"]))
 
 
-def merge(existing: Sequence[Row], new: Sequence[Row]) -> list[Row]:
-    """``existing`` rows with those of every run that ``new`` measured again (same CPU, threads,
-    algorithm, settings, library and precision) replaced by ``new``'s: a partial benchmark run
-    updates its own figures and keeps the others."""
-    def run(r: Row) -> tuple[str, ...]:
-        return key(r)[:7]
+def run_key(row: Row) -> tuple[str, ...]:
+    """The measured run a row belongs to: its :func:`key` without phase and unit (CPU, threads,
+    algorithm, task, settings, library, precision)."""
+    return key(row)[:7]
 
-    again = {run(r) for r in new}
-    return [*(r for r in existing if run(r) not in again), *new]
+
+def merge(existing: Sequence[Row], new: Sequence[Row]) -> list[Row]:
+    """``existing`` rows with those of every run that ``new`` measured again (same
+    :func:`run_key`) replaced by ``new``'s: a partial benchmark run updates its own figures and
+    keeps the others."""
+    again = {run_key(r) for r in new}
+    return [*(r for r in existing if run_key(r) not in again), *new]
 
 
 def medians(rows: Iterable[Row]) -> dict[Key, float]:
@@ -132,7 +135,7 @@ def regressions(current: Sequence[Row], reference: Sequence[Row], tolerance: flo
 def uncovered(current: Sequence[Row], reference: Sequence[Row], lib: str = OURS) -> list[str]:
     """``lib``'s measured runs (algorithm, task, precision on a CPU and thread count, at the
     benchmark's settings) that have no committed figure to compare with."""
-    have = {key(r)[:7] for r in reference if r["lib"] == lib}
+    have = {run_key(r) for r in reference if r["lib"] == lib}
     return sorted({f"{r['algo']} {r['task']} {r['precision']} ({r['settings']}) on {r['cpu']}, "
                    f"{r['threads']} thread(s)" for r in current
-                   if r["lib"] == lib and key(r)[:7] not in have})
+                   if r["lib"] == lib and run_key(r) not in have})
