@@ -139,7 +139,7 @@ def run(
         help="Also mirror each run's rows into tensorboard (event files in RUN/tensorboard/) "
         "or wandb (offline runs in RUN/wandb/; `wandb sync` uploads them); repeatable; the "
         "CSV files are written as always. Needs the extra: pip install "
-        "\"mbrl-bench[tensorboard]\" or \"mbrl-bench[wandb]\".")] = None,
+        "\"mbrl-bench\\[tensorboard]\" or \"mbrl-bench\\[wandb]\".")] = None,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
@@ -236,7 +236,7 @@ def show(
 ) -> None:
     """Every setting of a resolved recipe: its value, where it came from (`default`, the
     recipe file that set it, `override ENV in FILE`, or `--set`), the source its value follows
-    (the recipe's `[sources]`: public code, a paper, or ours with the reason) and its doc."""
+    (the recipe's `\\[sources]`: public code, a paper, or ours with the reason) and its doc."""
     from mbrl_bench.explain import differences, format_differences, format_settings, settings_of
     from mbrl_bench.spec import citations, resolve_recipe
     from mbrl_bench.sweep import parse_set
@@ -371,7 +371,7 @@ def ablations(
                                              "(default: RESULTS_DIR).")] = None,
 ) -> None:
     """Each ablation against its base: a recipe with `base = B` (mbpo-no-model, mbpo-k1,
-    mbpo-mve over mbpo; pets-ts1 ... over pets) or a --set variant B[key=value] of B, on every
+    mbpo-mve over mbpo; pets-ts1 ... over pets) or a --set variant B\\[key=value] of B, on every
     task both have complete runs of: each one's mean return with a bootstrap 95% interval, the
     difference ablation - base with its interval, and P(ablation > base); and the figure."""
     from mbrl_bench.reporting.ablation import ablation_table, format_ablations

@@ -91,6 +91,25 @@ def test_list_and_help() -> None:
         assert res.exit_code == 0 and "Usage" in res.output
 
 
+def test_help_texts_have_no_unescaped_rich_markup() -> None:
+    """Typer renders help through rich, which drops a bracketed word such as ``[wandb]`` as a
+    style tag: every such bracket in a help text must be escaped (``\\[``)."""
+    import re
+
+    import typer.main
+
+    tag = re.compile(r"(?<!\\)\[[a-z#/@][^\[]*?\]")  # rich's markup tags, unescaped
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        texts = [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+        for text in texts:
+            assert not tag.search(text), f"bench {name}: unescaped markup in {text!r}"
+    res = runner.invoke(app, ["run", "--help"])
+    assert "mbrl-bench[tensorboard]" in "".join(res.output.split())
+    res = runner.invoke(app, ["show", "--help"])
+    assert "`[sources]`" in "".join(res.output.split())
+
+
 def test_diagnostics_plots_model_based_runs(tmp_path: Path) -> None:
     import json
 
