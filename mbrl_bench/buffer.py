@@ -140,10 +140,18 @@ class ReplayBuffer:
         return {"data": data, "pos": self.pos, "size": self.size, "capacity": self.capacity}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["capacity"] != self.capacity or state["data"].shape[1] != self.data.shape[1]:
+        """Restore a buffer saved by :meth:`state_dict`, of this capacity or a smaller one (a
+        run continued at a larger budget, whose buffer is sized to its budget: its rows are
+        placed oldest first, as a larger buffer would hold them)."""
+        data, size, capacity = state["data"], state["size"], state["capacity"]
+        if capacity > self.capacity or data.shape[1] != self.data.shape[1]:
             raise ValueError("checkpoint buffer does not match this buffer's capacity or layout")
-        self.data[: state["size"]] = state["data"]
-        self.size, self.pos = state["size"], state["pos"]
+        if capacity == self.capacity:
+            self.data[:size] = data
+            self.size, self.pos = size, state["pos"]
+            return
+        self.data[:size] = data if size < capacity else torch.roll(data, -state["pos"], dims=0)
+        self.size, self.pos = size, size % self.capacity
 
 
 class Trajectories(NamedTuple):

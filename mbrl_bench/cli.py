@@ -109,7 +109,9 @@ def run(
         help="Comma-separated recipe names or paths (default: the suite's algorithms).")] = None,
     seeds: Annotated[str | None, typer.Option(
         help="N (seeds 0..N-1) or a list 1,2,3 (default: the suite's seeds).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Override every environment's budget.")] = None,
+    steps: Annotated[int | None, typer.Option(help=(
+        "Override every environment's budget. The same runs with a larger --steps (or none) "
+        "later continue from their last checkpoint."))] = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     env: Annotated[str | None, typer.Option(
         help="Only environments whose name or id matches this glob or substring.")] = None,

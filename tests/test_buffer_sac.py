@@ -54,6 +54,24 @@ def test_buffer_sampling_uses_the_generator_and_state_round_trips() -> None:
         ReplayBuffer(3, 2, 4).sample(1, torch.Generator())
 
 
+def test_a_smaller_buffer_is_restored_oldest_first_into_a_larger_one() -> None:
+    """A run continued at a larger budget restores its budget-sized buffer into a larger one;
+    it then holds and samples as a buffer of that size filled by the same adds."""
+    for n, small in ((6, 10), (10, 10), (13, 10)):  # part-filled, exactly full, wrapped
+        grown = ReplayBuffer(3, 2, 16)
+        grown.load_state_dict(filled_buffer(n, capacity=small).state_dict())
+        kept = min(n, small)
+        assert grown.all().obs[:, 0].tolist() == list(range(n - kept, n)) and grown.pos == kept
+        grown.add_one(np.full(3, n), np.full(2, -n), float(n), np.full(3, n + 1), False, False)
+        assert grown.all().obs[-1, 0] == n and len(grown) == kept + 1
+    fresh, grown = filled_buffer(10, capacity=16), ReplayBuffer(3, 2, 16)
+    grown.load_state_dict(filled_buffer(10, capacity=10).state_dict())
+    assert torch.equal(fresh.sample(8, torch.Generator().manual_seed(1)).obs,
+                       grown.sample(8, torch.Generator().manual_seed(1)).obs)
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(3, 2, 8).load_state_dict(filled_buffer(6, capacity=10).state_dict())
+
+
 def make_sac(seed: int = 0, **kw: object) -> SAC:
     torch.manual_seed(seed)
     return SAC(3, 2, np.array([-2.0, 0.0]), np.array([2.0, 1.0]), SACConfig(**kw),  # type: ignore[arg-type]

@@ -158,9 +158,33 @@ def test_a_failing_run_is_recorded_and_the_suite_goes_on(
 
 def test_a_folder_with_another_configuration_is_refused_before_running(files: Path) -> None:
     run_all(specs_for(files, tiny_suite(400, 200)), files / "out", progress=lambda s: None)
-    changed = specs_for(files, tiny_suite(600, 200))
+    changed = specs_for(files, tiny_suite(400, 100))  # another evaluation schedule
     with pytest.raises(ConfigError, match="different configuration"):
         run_all(changed, files / "out", progress=lambda s: None)
+    shorter = specs_for(files, tiny_suite(200, 200))  # this run, at a budget it has passed
+    with pytest.raises(ConfigError, match="this run at a budget of 400 steps"):
+        run_all(shorter, files / "out", progress=lambda s: None)
+
+
+def test_a_larger_budget_continues_a_run_to_the_rows_of_one_made_at_that_budget(
+        files: Path) -> None:
+    """``--steps`` changes a run's budget, not its identity: asked again at a larger budget, a
+    complete run continues from its final checkpoint and ends with the rows of a run made at
+    that budget in one go."""
+    out, lines = files / "out", []
+    [first] = run_all(specs_for(files, tiny_suite(400, 200)), out, progress=lambda s: None)
+    assert first.status == "complete"
+    [longer] = run_all(specs_for(files, tiny_suite(600, 200)), out, progress=lines.append)
+    assert longer.status == "complete", longer.error
+    assert any("continues from its budget of 400 steps to 600" in line for line in lines)
+    run_all(specs_for(files, tiny_suite(600, 200)), files / "whole", progress=lambda s: None)
+    continued, whole = run_dir(out), run_dir(files / "whole")
+    assert [int(r["env_step"]) for r in rows(continued / "evals.csv")] == [200, 400, 600]
+    assert rows(continued / "evals.csv") == rows(whole / "evals.csv")
+    assert rows(continued / "metrics.csv") == rows(whole / "metrics.csv")
+    meta, meta_whole = (json.loads((d / "run.json").read_text()) for d in (continued, whole))
+    assert meta["budget"] == 600 and meta["config_hash"] == meta_whole["config_hash"]
+    assert meta["status"] == "complete" and meta["attempts"] == 2
 
 
 def test_model_based_recipe_needs_a_termination_function() -> None:

@@ -180,11 +180,29 @@ def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
                       f"spaces ({need}; {have})")
 
 
+def same_run(spec: RunSpec, meta: dict[str, Any] | None) -> tuple[str | None, bool]:
+    """Whether a run folder's ``run.json`` (``meta``; None for a new folder) holds ``spec``'s
+    run: (why not, or None; whether it holds it at a smaller budget, e.g. made with a smaller
+    ``--steps``, so that the run continues from its last checkpoint to ``spec``'s budget)."""
+    if meta is None or meta.get("config_hash") == spec.config_hash:
+        return None, False
+    recorded = spec.recorded_budget(meta)
+    if recorded is None:
+        return (f"this folder holds a run of a different configuration "
+                f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
+                "remove the folder"), False
+    if recorded > spec.env.budget:
+        return (f"this folder holds this run at a budget of {recorded} steps, more than "
+                f"{spec.env.budget}; ask for {recorded} or more (--steps) to continue it, or "
+                "use another --out"), False
+    return None, True
+
+
 def preflight(specs: Sequence[RunSpec], out: Path, device: str = "cpu") -> None:
     """Fail before any run starts if an env does not suit its loop, a model-based recipe has no
-    termination function for its env, a run folder holds a run of another configuration, or
-    a started run would resume on another kind of device than it started on (``device``:
-    the resolved device, or ``auto``)."""
+    termination function for its env, a run folder holds a run of another configuration (or
+    this run at a larger budget than asked), or a started run would resume on another kind of
+    device than it started on (``device``: the resolved device, or ``auto``)."""
     checked: set[tuple[str, str, bool, str]] = set()
     for spec in specs:
         loop = LOOPS.get(spec.recipe.parts[0].name).factory
@@ -203,16 +221,14 @@ def preflight(specs: Sequence[RunSpec], out: Path, device: str = "cpu") -> None:
             finally:
                 env.close()
         meta = RunStore(spec.run_dir(out)).read_meta()
-        if meta is not None and meta.get("config_hash") != spec.config_hash:
-            raise ConfigError(
-                str(spec.run_dir(out)), "config_hash",
-                f"this folder holds a run of a different configuration "
-                f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
-                "remove the folder")
-        resumes = (meta is not None and meta.get("status") not in ("complete", "failed")
-                   and (spec.run_dir(out) / CHECKPOINT_FILE).exists())
+        refused, extends = same_run(spec, meta)
+        if refused:
+            raise ConfigError(str(spec.run_dir(out)), "config_hash", refused)
+        resumes = (meta is not None and (extends or meta.get("status") not in (
+            "complete", "failed")) and (spec.run_dir(out) / CHECKPOINT_FILE).exists())
         if resumes and meta is not None and device != "auto":
-            problem = device_mismatch(meta, device)
+            problem = device_mismatch({**meta, "status": "running"} if extends else meta,
+                                      device)
             if problem:
                 raise ConfigError(str(spec.run_dir(out)), "--device", problem)
 
@@ -281,11 +297,15 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
-    if meta is not None and meta.get("config_hash") != spec.config_hash:
-        # checked in preflight too; here under the lock, against a folder made since then
-        return Outcome(spec.run_id, "failed", f"{store.dir} holds a run of another "
-                       f"configuration ({meta.get('config_hash')} != {spec.config_hash})")
-    if meta is not None and meta.get("status") == "complete":
+    refused, extends = same_run(spec, meta)
+    if refused:  # checked in preflight too; here under the lock, against a newer folder
+        return Outcome(spec.run_id, "failed", f"{store.dir}: {refused}")
+    if extends and meta is not None:
+        # this run at a smaller budget (another --steps): it continues from its last
+        # checkpoint, written at that budget's final evaluation, as if never stopped there
+        progress(f"{spec.run_id}: continues from its budget of {meta['budget']} steps to "
+                 f"{spec.env.budget}")
+    elif meta is not None and meta.get("status") == "complete":
         return Outcome(spec.run_id, "skipped")
     if meta is not None and meta.get("status") == "failed" and not retry_failed:
         # a failure (NaN, an exception) is usually deterministic: rerun only when asked
@@ -297,7 +317,8 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     except ConfigError as e:
         return Outcome(spec.run_id, "failed", str(e))
     fresh = meta is None or not (store.dir / CHECKPOINT_FILE).exists()
-    problem = None if fresh or meta is None else device_mismatch(meta, str(dev))
+    problem = None if fresh or meta is None else device_mismatch(
+        {**meta, "status": "running"} if extends else meta, str(dev))
     if problem:
         return Outcome(spec.run_id, "failed", f"{store.dir}: {problem}")
     if fresh:

@@ -3,11 +3,12 @@ command-line settings (``--set``) applied to the recipe."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mbrl_bench.config import to_dict
+from mbrl_bench.errors import ConfigError
 from mbrl_bench.spec import EnvEntry, Recipe, recipe_hash
 from mbrl_bench.sweep import Settings, settings_label
 
@@ -55,3 +56,19 @@ class RunSpec:
             "config_hash": self.config_hash,
             "config": {"recipe": self.recipe.to_dict(), "env": to_dict(self.env)},
         }
+
+    def recorded_budget(self, meta: dict[str, Any]) -> int | None:
+        """The budget of the run recorded in ``meta`` (a folder's ``run.json``) when it is this
+        run at another budget (the same recipe, task settings, evaluation schedule and seed;
+        e.g. made with another ``--steps``); None when it is another configuration or this one
+        at this budget."""
+        budget, env = meta.get("budget"), (meta.get("config") or {}).get("env") or {}
+        if not isinstance(budget, int) or budget == self.env.budget:
+            return None
+        try:
+            entry = replace(self.env, budget=budget,
+                            reporting_budgets=tuple(env.get("reporting_budgets") or ()))
+        except (ConfigError, TypeError, ValueError):
+            return None
+        same = recipe_hash(self.recipe, entry, self.seed) == meta.get("config_hash")
+        return budget if same else None
