@@ -15,6 +15,7 @@ from mbrl_bench.errors import ConfigError, UnsupportedEnvError
 app = typer.Typer(
     help="Fair, resumable comparisons of model-based RL algorithms.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    rich_markup_mode="rich",  # newer typer's default; help texts write "[" as "\["
 )
 
 RecipeDirs = Annotated[
@@ -111,7 +112,8 @@ def run(
         help="N (seeds 0..N-1) or a list 1,2,3 (default: the suite's seeds).")] = None,
     steps: Annotated[int | None, typer.Option(help=(
         "Override every environment's budget. The same runs with a larger --steps (or none) "
-        "later continue from their last checkpoint."))] = None,
+        "later continue from their last checkpoint, when this one is a multiple of the "
+        "evaluation and log intervals."))] = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
     env: Annotated[str | None, typer.Option(
         help="Only environments whose name or id matches this glob or substring.")] = None,

@@ -170,14 +170,22 @@ def test_a_larger_budget_continues_a_run_to_the_rows_of_one_made_at_that_budget(
         files: Path) -> None:
     """``--steps`` changes a run's budget, not its identity: asked again at a larger budget, a
     complete run continues from its final checkpoint and ends with the rows of a run made at
-    that budget in one go."""
+    that budget in one go; a budget off the evaluation schedule cannot be continued."""
+    (files / "suites" / "t.toml").write_text(tiny_suite(600, 200))
+    suite = load_suite(str(files / "suites" / "t.toml"))
+
+    def specs(steps: int | None):  # as `bench run --steps`
+        return expand(suite, ["tiny-sac"], [0], steps, extra_dirs=(files / "algorithms",),
+                      progress=lambda s: None)
+
     out, lines = files / "out", []
-    [first] = run_all(specs_for(files, tiny_suite(400, 200)), out, progress=lambda s: None)
+    [first] = run_all(specs(400), out, progress=lambda s: None)
     assert first.status == "complete"
-    [longer] = run_all(specs_for(files, tiny_suite(600, 200)), out, progress=lines.append)
+    [longer] = run_all(specs(None), out, progress=lines.append)
     assert longer.status == "complete", longer.error
     assert any("continues from its budget of 400 steps to 600" in line for line in lines)
-    run_all(specs_for(files, tiny_suite(600, 200)), files / "whole", progress=lambda s: None)
+    assert any("resumed at step 400" in line for line in lines), lines  # not started over
+    run_all(specs(None), files / "whole", progress=lambda s: None)
     continued, whole = run_dir(out), run_dir(files / "whole")
     assert [int(r["env_step"]) for r in rows(continued / "evals.csv")] == [200, 400, 600]
     assert rows(continued / "evals.csv") == rows(whole / "evals.csv")
@@ -185,6 +193,13 @@ def test_a_larger_budget_continues_a_run_to_the_rows_of_one_made_at_that_budget(
     meta, meta_whole = (json.loads((d / "run.json").read_text()) for d in (continued, whole))
     assert meta["budget"] == 600 and meta["config_hash"] == meta_whole["config_hash"]
     assert meta["status"] == "complete" and meta["attempts"] == 2
+    assert [c["budget"] for c in meta["continued_from"]] == [400]
+    # off the evaluation schedule (300), or below the evaluation interval (100: --steps makes
+    # it the interval): an extra evaluation at that budget, so these are not continued
+    for steps in (300, 100):
+        run_all(specs(steps), files / f"s{steps}", progress=lambda s: None)
+        with pytest.raises(ConfigError, match=f"budget of {steps} steps, off its evaluation"):
+            run_all(specs(None), files / f"s{steps}", progress=lambda s: None)
 
 
 def test_model_based_recipe_needs_a_termination_function() -> None:

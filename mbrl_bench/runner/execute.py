@@ -180,21 +180,34 @@ def _check_left(suite: Suite, kinds: dict[str, SpaceKind], specs: list[RunSpec],
                       f"spaces ({need}; {have})")
 
 
-def same_run(spec: RunSpec, meta: dict[str, Any] | None) -> tuple[str | None, bool]:
+def same_run(spec: RunSpec, meta: dict[str, Any] | None, has_checkpoint: bool
+             ) -> tuple[str | None, bool]:
     """Whether a run folder's ``run.json`` (``meta``; None for a new folder) holds ``spec``'s
     run: (why not, or None; whether it holds it at a smaller budget, e.g. made with a smaller
-    ``--steps``, so that the run continues from its last checkpoint to ``spec``'s budget)."""
+    ``--steps``, so that the run continues from its last checkpoint to ``spec``'s budget).
+
+    A smaller budget continues only from a checkpoint written at it, and only when it lies on
+    the evaluation and log schedule: the loops also evaluate and log at their budget, so an
+    off-schedule one would leave rows that a run made at the larger budget in one go has not.
+    """
     if meta is None or meta.get("config_hash") == spec.config_hash:
         return None, False
-    recorded = spec.recorded_budget(meta)
+    recorded, budget = spec.recorded_budget(meta), spec.env.budget
     if recorded is None:
         return (f"this folder holds a run of a different configuration "
                 f"({meta.get('config_hash')} != {spec.config_hash}); use another --out or "
                 "remove the folder"), False
-    if recorded > spec.env.budget:
-        return (f"this folder holds this run at a budget of {recorded} steps, more than "
-                f"{spec.env.budget}; ask for {recorded} or more (--steps) to continue it, or "
-                "use another --out"), False
+    here = f"this folder holds this run at a budget of {recorded} steps"
+    if recorded > budget:
+        return (f"{here}, more than {budget}; ask for {recorded} or more (--steps) to "
+                "continue it, or use another --out"), False
+    log_every = getattr(spec.recipe.parts[0].config, "log_every", None)
+    if any(every and recorded % every for every in (spec.env.eval_every, log_every)):
+        return (f"{here}, off its evaluation or log schedule (every {spec.env.eval_every} / "
+                f"{log_every} steps): continued to {budget}, its rows would not be those of "
+                "one run; use another --out"), False
+    if not has_checkpoint:
+        return f"{here} and no checkpoint to continue it from; use another --out", False
     return None, True
 
 
@@ -221,11 +234,12 @@ def preflight(specs: Sequence[RunSpec], out: Path, device: str = "cpu") -> None:
             finally:
                 env.close()
         meta = RunStore(spec.run_dir(out)).read_meta()
-        refused, extends = same_run(spec, meta)
+        has_checkpoint = (spec.run_dir(out) / CHECKPOINT_FILE).exists()
+        refused, extends = same_run(spec, meta, has_checkpoint)
         if refused:
             raise ConfigError(str(spec.run_dir(out)), "config_hash", refused)
-        resumes = (meta is not None and (extends or meta.get("status") not in (
-            "complete", "failed")) and (spec.run_dir(out) / CHECKPOINT_FILE).exists())
+        resumes = (meta is not None and has_checkpoint and meta.get("status") != "failed"
+                   and (extends or meta.get("status") != "complete"))
         if resumes and meta is not None and device != "auto":
             problem = device_mismatch({**meta, "status": "running"} if extends else meta,
                                       device)
@@ -297,21 +311,24 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
-    refused, extends = same_run(spec, meta)
+    refused, extends = same_run(spec, meta, (store.dir / CHECKPOINT_FILE).exists())
     if refused:  # checked in preflight too; here under the lock, against a newer folder
         return Outcome(spec.run_id, "failed", f"{store.dir}: {refused}")
-    if extends and meta is not None:
-        # this run at a smaller budget (another --steps): it continues from its last
-        # checkpoint, written at that budget's final evaluation, as if never stopped there
-        progress(f"{spec.run_id}: continues from its budget of {meta['budget']} steps to "
-                 f"{spec.env.budget}")
-    elif meta is not None and meta.get("status") == "complete":
+    if meta is not None and meta.get("status") == "complete" and not extends:
         return Outcome(spec.run_id, "skipped")
     if meta is not None and meta.get("status") == "failed" and not retry_failed:
         # a failure (NaN, an exception) is usually deterministic: rerun only when asked
         progress(f"{spec.run_id}: failed before; not rerun (--retry-failed resumes it from its "
                  "last checkpoint, or from scratch without one)")
         return Outcome(spec.run_id, "failed", meta.get("error"))
+    continued = list((meta or {}).get("continued_from") or [])
+    if extends and meta is not None:
+        # this run at a smaller budget (another --steps): it continues from the checkpoint of
+        # that budget's final evaluation, as if never stopped there; run.json keeps what it
+        # was (budget, code, end) before
+        progress(f"{spec.run_id}: continues from its budget of {meta['budget']} steps to "
+                 f"{spec.env.budget}")
+        continued.append({k: meta.get(k) for k in ("budget", "code_version", "ended_at")})
     try:
         dev = resolve_device(device)
     except ConfigError as e:
@@ -332,6 +349,7 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         "versions": versions(), "code_version": code_version(),
         "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
         **({"loggers": list(store.loggers)} if store.loggers else {}),
+        **({"continued_from": continued} if continued else {}),
     })
     prior = float((meta or {}).get("wall_clock_s") or 0.0)
 

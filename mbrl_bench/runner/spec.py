@@ -59,14 +59,15 @@ class RunSpec:
 
     def recorded_budget(self, meta: dict[str, Any]) -> int | None:
         """The budget of the run recorded in ``meta`` (a folder's ``run.json``) when it is this
-        run at another budget (the same recipe, task settings, evaluation schedule and seed;
-        e.g. made with another ``--steps``); None when it is another configuration or this one
-        at this budget."""
+        run at another budget (the same recipe, task settings and seed, evaluated every
+        ``min(eval_every, budget)`` steps as ``--steps`` makes it); None when it is another
+        configuration or this one at this budget."""
         budget, env = meta.get("budget"), (meta.get("config") or {}).get("env") or {}
         if not isinstance(budget, int) or budget == self.env.budget:
             return None
         try:
             entry = replace(self.env, budget=budget,
+                            eval_every=min(self.env.eval_every, budget),
                             reporting_budgets=tuple(env.get("reporting_budgets") or ()))
         except (ConfigError, TypeError, ValueError):
             return None
