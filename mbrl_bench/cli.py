@@ -550,7 +550,7 @@ def status(
     """Where each run under RESULTS_DIR stands: complete, running (a live process holds its
     lock; host:pid shown), died (marked running, but no process holds it: rerun the suite to
     resume it),
-    interrupted, or failed with its error; and its last env step with a row."""
+    interrupted, or failed with its error; and its last env step with a row, of its budget."""
     from mbrl_bench.runner.store import RUN_FILE, run_status
 
     found = sorted(p.parent for p in results_dir.rglob(RUN_FILE))
@@ -560,8 +560,9 @@ def status(
     for run_dir in found:
         st = run_status(run_dir)
         counts[st.status] = counts.get(st.status, 0) + 1
-        step = "-" if st.env_step is None else str(st.env_step)
-        typer.echo(f"{st.status:<12} {step:>8}  {run_dir.relative_to(results_dir)}"
+        step = ("-" if st.env_step is None else str(st.env_step)) + (
+            "" if st.budget is None else f"/{st.budget}")
+        typer.echo(f"{st.status:<12} {step:>14}  {run_dir.relative_to(results_dir)}"
                    + (f"  (process {st.process})" if st.process else "")
                    + (f"  {st.error}" if st.error else ""))
     typer.echo("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))

@@ -253,7 +253,8 @@ def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> N
         d = out / "s" / "env" / name / "seed_0"
         d.mkdir(parents=True)
         (d / "run.json").write_text(json.dumps({"status": status, "error": error,
-                                                "host": "node1", "pid": 4200 + ord(name)}))
+                                                "host": "node1", "pid": 4200 + ord(name),
+                                                **({"budget": 400} if name != "b" else {})}))
         (d / "evals.csv").write_text("env_step,return_mean\n100,1.0\n200,2.0\n")
         (d / ".lock").touch()
     with (out / "s" / "env" / "d" / "seed_0" / ".lock").open("a") as held:
@@ -262,8 +263,9 @@ def test_status_tells_complete_failed_died_and_running_runs(tmp_path: Path) -> N
     assert res.exit_code == 0, res.output
     lines = {line.split()[2]: line.split()[:2] for line in res.output.splitlines()
              if line.startswith(("complete", "failed", "died", "running"))}
-    assert lines == {"s/env/a/seed_0": ["complete", "200"], "s/env/b/seed_0": ["failed", "200"],
-                     "s/env/c/seed_0": ["died", "200"], "s/env/d/seed_0": ["running", "200"]}
+    assert lines == {"s/env/a/seed_0": ["complete", "200/400"],  # last row / budget
+                     "s/env/b/seed_0": ["failed", "200"], "s/env/c/seed_0": ["died", "200/400"],
+                     "s/env/d/seed_0": ["running", "200/400"]}
     assert "s/env/c/seed_0  (process node1:4299)" in res.output  # the process that died
     assert "s/env/d/seed_0  (process node1:4300)" in res.output
     assert "s/env/a/seed_0  (process" not in res.output

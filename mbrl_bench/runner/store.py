@@ -274,6 +274,8 @@ class RunStatus:
     error: str | None = None
     process: str | None = None
     """``host:pid`` of the process that last ran it (running and died runs)."""
+    budget: int | None = None
+    """The run's budget in env steps (as its ``run.json`` records it)."""
 
 
 def run_status(run_dir: Path) -> RunStatus:
@@ -291,8 +293,10 @@ def run_status(run_dir: Path) -> RunStatus:
     error = meta.get("error")
     process = (f"{meta.get('host', '?')}:{meta['pid']}"
                if status in ("running", "died") and meta.get("pid") else None)
+    budget = meta.get("budget")
     return RunStatus(run_dir, status, max(steps) if steps else None,
-                     str(error).splitlines()[0] if error else None, process)
+                     str(error).splitlines()[0] if error else None, process,
+                     budget if isinstance(budget, int) else None)
 
 
 def _lock_held(path: Path) -> bool:
