@@ -149,7 +149,12 @@ def run(
 ) -> None:
     """Run a suite: every environment × algorithm × --set value × seed. Finished runs are
     skipped and interrupted ones resume from their last checkpoint."""
-    from mbrl_bench.runner.execute import expand, random_phase_warnings, run_all
+    from mbrl_bench.runner.execute import (
+        expand,
+        random_phase_warnings,
+        run_all,
+        sigterm_interrupts,
+    )
     from mbrl_bench.spec import load_suite
     from mbrl_bench.sweep import parse_set
 
@@ -169,10 +174,11 @@ def run(
         swept = "".join(f", {k} in {list(v)}" for k, v in sets)
         typer.echo(f"{len(specs)} runs: suite {s.name}, algorithms {', '.join(algo_list)}"
                    f"{swept}, seeds {seed_list}, results in {out}")
-        outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
-                           retry_failed=retry_failed, address=address,
-                           device=s.device if device is None else device,
-                           runs_per_gpu=runs_per_gpu, loggers=loggers)
+        with sigterm_interrupts():
+            outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
+                               retry_failed=retry_failed, address=address,
+                               device=s.device if device is None else device,
+                               runs_per_gpu=runs_per_gpu, loggers=loggers)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return

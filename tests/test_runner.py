@@ -131,6 +131,42 @@ def test_killed_run_resumes_to_the_same_rows(files: Path) -> None:
     assert "1 skipped" in again.stdout
 
 
+def test_sigterm_records_the_run_interrupted_and_it_resumes(files: Path) -> None:
+    """SIGTERM (a cluster's time limit) to `bench run`, in process or to a pool worker: the run
+    records itself interrupted instead of staying marked running; the same command resumes."""
+    suite = files / "suites" / "t.toml"
+    suite.write_text(tiny_suite(400, 100).replace("seeds = [0]", "seeds = [0, 1]"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    metas = [run_dir(files / "out", seed) / "run.json" for seed in (0, 1)]
+    for workers in ("1", "2"):
+        cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(suite), "--out",
+               str(files / "out"), "--algorithms-dir", str(files / "algorithms"),
+               "--workers", workers, "--threads", "1"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        deadline, meta = time.monotonic() + 120, None
+        while time.monotonic() < deadline and proc.poll() is None and meta is None:
+            for m in metas:  # a run in its first (then second) attempt, with a checkpoint
+                try:
+                    found = json.loads(m.read_text())
+                except (OSError, ValueError):
+                    continue
+                if (found["status"] == "running" and found["attempts"] == int(workers)
+                        and (m.parent / "checkpoint.pt").exists()):
+                    meta, signalled = found, m
+            time.sleep(0.05)
+        assert meta is not None and proc.poll() is None, proc.communicate()[0]
+        os.kill(meta["pid"], signal.SIGTERM)  # the driver itself, or the run's pool worker
+        output = proc.communicate(timeout=120)[0]
+        assert proc.returncode != 0 and "Traceback" not in output, output
+        statuses = {json.loads(m.read_text())["status"] for m in metas if m.exists()}
+        assert json.loads(signalled.read_text())["status"] == "interrupted", output
+        assert statuses <= {"interrupted", "complete"}, (statuses, output)  # none left running
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "resumed at step" in done.stdout, done.stdout + done.stderr
+    assert {json.loads(m.read_text())["status"] for m in metas} == {"complete"}
+
+
 def test_a_failing_run_is_recorded_and_the_suite_goes_on(
     files: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

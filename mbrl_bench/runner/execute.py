@@ -7,14 +7,16 @@ checkpoint, and records failures (with their error) without stopping the suite.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import fnmatch
 import multiprocessing
 import os
+import signal
 import socket
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -379,11 +381,27 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     return finish("complete")
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within it, SIGTERM (a cluster scheduler's time limit, ``kill``) interrupts as Ctrl-C does:
+    the run in progress records itself ``interrupted`` and closes its trackers before the
+    process ends, instead of being left marked running (``died``). Main thread only."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _die_with_parent(parent: int) -> None:
     """Make a local worker die when the process that started it dies, even by ``kill -9``
     (Linux ``PR_SET_PDEATHSIG``): no orphan keeps training or holding a run's lock."""
     import ctypes
-    import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -404,6 +422,7 @@ def _init_worker(parent: int, gpu_slots: Any = None) -> None:
     one per worker), take one and run every run of this worker on it."""
     global _WORKER_DEVICE
     _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
     if gpu_slots is not None:
         _WORKER_DEVICE = gpu_slots.get()
         import torch
@@ -411,15 +430,38 @@ def _init_worker(parent: int, gpu_slots: Any = None) -> None:
         torch.cuda.set_device(_WORKER_DEVICE)  # no context on another GPU by default
 
 
+_IN_RUN = False
+"""Whether this pool worker is executing a run (its SIGTERM handler's question)."""
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    """A pool worker's SIGTERM: in a run, interrupt it (it records itself interrupted, then
+    :func:`_worker` ends the process; later SIGTERMs are ignored); idle (the pool being
+    closed), end at once."""
+    if not _IN_RUN:
+        os._exit(128 + signal.SIGTERM)
+    # a broken or closing pool sends more: they must not cut the interrupted run's record short
+    # (the driver waits for its workers, and a worker dies with the driver in any case)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
             lock_wait_s: float = 0.0, device: str = "cpu", loggers: tuple[str, ...] = ()
             ) -> Outcome:
     import torch
 
+    global _IN_RUN
     torch.set_num_threads(threads)
-    return execute_run(spec, out, progress=lambda s: print(s, flush=True),
-                       retry_failed=retry_failed, lock_wait_s=lock_wait_s,
-                       device=_WORKER_DEVICE or device, loggers=loggers)
+    _IN_RUN = True
+    try:
+        return execute_run(spec, out, progress=lambda s: print(s, flush=True),
+                           retry_failed=retry_failed, lock_wait_s=lock_wait_s,
+                           device=_WORKER_DEVICE or device, loggers=loggers)
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the run is recorded interrupted; end here
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _IN_RUN = False
 
 
 def _close(pool: ProcessPoolExecutor) -> None:
