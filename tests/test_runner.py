@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -132,38 +133,52 @@ def test_killed_run_resumes_to_the_same_rows(files: Path) -> None:
 
 
 def test_sigterm_records_the_run_interrupted_and_it_resumes(files: Path) -> None:
-    """SIGTERM (a cluster's time limit) to `bench run`, in process or to a pool worker: the run
-    records itself interrupted instead of staying marked running; the same command resumes."""
+    """SIGTERM (a cluster's time limit) to `bench run` in process, SIGTERM to one pool worker,
+    Ctrl-C (SIGINT to the process group) with a pool: each run in progress records itself
+    interrupted instead of staying marked running, nothing prints a traceback, and the same
+    command resumes."""
     suite = files / "suites" / "t.toml"
     suite.write_text(tiny_suite(400, 100).replace("seeds = [0]", "seeds = [0, 1]"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    metas = [run_dir(files / "out", seed) / "run.json" for seed in (0, 1)]
-    for workers in ("1", "2"):
-        cmd = [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(suite), "--out",
-               str(files / "out"), "--algorithms-dir", str(files / "algorithms"),
-               "--workers", workers, "--threads", "1"]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-        deadline, meta = time.monotonic() + 120, None
-        while time.monotonic() < deadline and proc.poll() is None and meta is None:
-            for m in metas:  # a run in its first (then second) attempt, with a checkpoint
-                try:
-                    found = json.loads(m.read_text())
-                except (OSError, ValueError):
-                    continue
-                if (found["status"] == "running" and found["attempts"] == int(workers)
-                        and (m.parent / "checkpoint.pt").exists()):
-                    meta, signalled = found, m
-            time.sleep(0.05)
-        assert meta is not None and proc.poll() is None, proc.communicate()[0]
-        os.kill(meta["pid"], signal.SIGTERM)  # the driver itself, or the run's pool worker
-        output = proc.communicate(timeout=120)[0]
+
+    def command(out: Path, workers: str) -> list[str]:
+        return [sys.executable, "-m", "mbrl_bench", "run", "--suite", str(suite), "--out",
+                str(out), "--algorithms-dir", str(files / "algorithms"), "--workers", workers,
+                "--threads", "1"]
+
+    for workers, target in (("1", "pid"), ("2", "pid"), ("2", "group")):
+        out = files / f"out-{workers}-{target}"
+        metas = [run_dir(out, seed) / "run.json" for seed in (0, 1)]
+        proc = subprocess.Popen(command(out, workers), env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            deadline, meta = time.monotonic() + 120, None
+            while time.monotonic() < deadline and proc.poll() is None and meta is None:
+                for m in metas:  # a run in progress with a checkpoint to resume from
+                    try:
+                        found = json.loads(m.read_text())
+                    except (OSError, ValueError):
+                        continue
+                    if found["status"] == "running" and (m.parent / "checkpoint.pt").exists():
+                        meta, signalled = found, m
+                time.sleep(0.05)
+            assert meta is not None and proc.poll() is None, proc.communicate()[0]
+            if target == "pid":  # SIGTERM to the process running it: the driver or a worker
+                os.kill(meta["pid"], signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGINT)
+            output = proc.communicate(timeout=120)[0]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         assert proc.returncode != 0 and "Traceback" not in output, output
         statuses = {json.loads(m.read_text())["status"] for m in metas if m.exists()}
         assert json.loads(signalled.read_text())["status"] == "interrupted", output
         assert statuses <= {"interrupted", "complete"}, (statuses, output)  # none left running
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command(out, "2"), env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0 and "resumed at step" in done.stdout, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
     assert {json.loads(m.read_text())["status"] for m in metas} == {"complete"}
 
 

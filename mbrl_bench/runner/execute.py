@@ -343,25 +343,27 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     if fresh:
         store.reset_files()
     started = time.perf_counter()
-    store.write_meta({
-        **spec.meta(), "status": "running",
-        "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
-        "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
-        "host": socket.gethostname(), "pid": os.getpid(), **describe(dev),
-        "versions": versions(), "code_version": code_version(),
-        "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
-        **({"loggers": list(store.loggers)} if store.loggers else {}),
-        **({"continued_from": continued} if continued else {}),
-    })
     prior = float((meta or {}).get("wall_clock_s") or 0.0)
 
     def finish(status: str, error: str | None = None) -> Outcome:
-        store.update_meta(status=status, error=error, ended_at=now(),
-                          wall_clock_s=prior + time.perf_counter() - started)
-        store.close_trackers()
+        with _uninterruptible():
+            store.update_meta(status=status, error=error, ended_at=now(),
+                              wall_clock_s=prior + time.perf_counter() - started)
+            store.close_trackers()
         return Outcome(spec.run_id, status, error)
 
     try:
+        with _uninterruptible():  # a SIGTERM meanwhile interrupts once the record is written
+            store.write_meta({
+                **spec.meta(), "status": "running",
+                "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
+                "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
+                "host": socket.gethostname(), "pid": os.getpid(), **describe(dev),
+                "versions": versions(), "code_version": code_version(),
+                "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
+                **({"loggers": list(store.loggers)} if store.loggers else {}),
+                **({"continued_from": continued} if continued else {}),
+            })
         c = compose(spec, dev)
         model = spec.recipe.part("model")
         if getattr(model and model.config, "precision", "fp32") == "bf16" and not has_bf16_units(
@@ -381,21 +383,49 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     return finish("complete")
 
 
+_HOLD = False
+"""True while a run's record is written (and from an interrupt until it is): SIGTERM waits."""
+_PENDING = False
+"""A SIGTERM came while held: it interrupts when the hold ends."""
+
+
 def _interrupt(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    global _HOLD, _PENDING
+    if _HOLD:
+        _PENDING = True
+        return
+    _HOLD = True  # until the interrupted run has recorded itself (a pool may signal twice)
     raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _uninterruptible() -> Iterator[None]:
+    """Hold SIGTERM's interruption while a run's record is written or a pool starts its
+    workers: it takes effect (KeyboardInterrupt) at the end."""
+    global _HOLD, _PENDING
+    _HOLD = True
+    try:
+        yield
+    finally:
+        _HOLD = False
+        if _PENDING:
+            _PENDING = False
+            raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """Within it, SIGTERM (a cluster scheduler's time limit, ``kill``) interrupts as Ctrl-C does:
     the run in progress records itself ``interrupted`` and closes its trackers before the
-    process ends, instead of being left marked running (``died``). Main thread only."""
+    process ends, instead of being left marked running (``died``). Main thread only; the
+    local executors (on Ray, ``ray.init`` installs Ray's own SIGTERM handling)."""
+    global _HOLD, _PENDING
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _HOLD = _PENDING = False
 
 
 def _die_with_parent(parent: int) -> None:
@@ -420,8 +450,11 @@ _WORKER_DEVICE: str | None = None
 def _init_worker(parent: int, gpu_slots: Any = None) -> None:
     """Pool worker set-up: die with the parent; with ``gpu_slots`` (a queue of device names,
     one per worker), take one and run every run of this worker on it."""
-    global _WORKER_DEVICE
+    global _WORKER_DEVICE, _POOL_WORKER
     _die_with_parent(parent)
+    _POOL_WORKER = True
+    # Ctrl-C reaches the driver, which ends its workers with SIGTERM: one interrupt each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _worker_sigterm)
     if gpu_slots is not None:
         _WORKER_DEVICE = gpu_slots.get()
@@ -432,18 +465,16 @@ def _init_worker(parent: int, gpu_slots: Any = None) -> None:
 
 _IN_RUN = False
 """Whether this pool worker is executing a run (its SIGTERM handler's question)."""
+_POOL_WORKER = False
+"""Whether this process is a local pool's worker (not the driver, not a Ray worker)."""
 
 
 def _worker_sigterm(signum: int, frame: Any) -> None:
     """A pool worker's SIGTERM: in a run, interrupt it (it records itself interrupted, then
-    :func:`_worker` ends the process; later SIGTERMs are ignored); idle (the pool being
-    closed), end at once."""
+    :func:`_worker` ends the process); idle (the pool being closed), end at once."""
     if not _IN_RUN:
         os._exit(128 + signal.SIGTERM)
-    # a broken or closing pool sends more: they must not cut the interrupted run's record short
-    # (the driver waits for its workers, and a worker dies with the driver in any case)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    _interrupt(signum, frame)
 
 
 def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
@@ -458,8 +489,10 @@ def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
         return execute_run(spec, out, progress=lambda s: print(s, flush=True),
                            retry_failed=retry_failed, lock_wait_s=lock_wait_s,
                            device=_WORKER_DEVICE or device, loggers=loggers)
-    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the run is recorded interrupted; end here
-        os._exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:  # the run is recorded interrupted: a pool worker ends here
+        if _POOL_WORKER:
+            os._exit(128 + signal.SIGTERM)
+        raise
     finally:
         _IN_RUN = False
 
@@ -538,11 +571,13 @@ def run_all(
         for slot in slots:
             queue.put(slot)
     outcomes = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(os.getpid(), queue))
+    pool = None
     try:
-        futures = {pool.submit(_worker, s, out, threads, retry_failed, 0.0, "cpu", loggers): s
-                   for s in specs}
+        with _uninterruptible():  # workers start in submit(): none may escape the pool's list
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                       initializer=_init_worker, initargs=(os.getpid(), queue))
+            futures = {pool.submit(_worker, s, out, threads, retry_failed, 0.0, "cpu",
+                                   loggers): s for s in specs}
         for f in as_completed(futures):
             try:
                 outcomes.append(f.result())
@@ -551,7 +586,8 @@ def run_all(
             except Exception as e:  # raised outside the run's own guard (e.g. its run.json)
                 outcomes.append(Outcome(futures[f].run_id, "failed", f"{type(e).__name__}: {e}"))
     finally:
-        _close(pool)
+        if pool is not None:
+            _close(pool)
     order = {s.run_id: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.run_id])
 
