@@ -146,6 +146,12 @@ class EnvEntry:
     def budgets(self) -> tuple[int, ...]:
         return self.reporting_budgets or (self.budget,)
 
+    def with_budget(self, steps: int) -> EnvEntry:
+        """This entry at a budget of ``steps`` (``bench run --steps``): evaluated every
+        ``min(eval_every, steps)`` steps, reporting at its budgets up to ``steps``."""
+        return replace(self, budget=steps, eval_every=min(self.eval_every, steps),
+                       reporting_budgets=tuple(b for b in self.reporting_budgets if b <= steps))
+
 
 @dataclass(frozen=True)
 class Suite:

@@ -55,13 +55,6 @@ class Outcome:
     error: str | None = None
 
 
-def _with_steps(entry: EnvEntry, steps: int) -> EnvEntry:
-    return replace(
-        entry, budget=steps, eval_every=min(entry.eval_every, steps),
-        reporting_budgets=tuple(b for b in entry.reporting_budgets if b <= steps),
-    )
-
-
 def expand(
     suite: Suite, algos: Sequence[str], seeds: Sequence[int], steps: int | None = None,
     env_filter: str | None = None, extra_dirs: tuple[Path, ...] = (),
@@ -86,7 +79,7 @@ def expand(
     if steps is not None:
         if steps <= 0:
             raise ConfigError("--steps", "", "a positive number of environment steps")
-        entries = [_with_steps(e, steps) for e in entries]
+        entries = [e.with_budget(steps) for e in entries]
     if not algos:
         raise ConfigError(suite.name, "algorithms", "no algorithms: give --algos or list "
                           "`algorithms` in the suite")
@@ -313,7 +306,8 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
     from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
 
     meta = store.read_meta()
-    refused, extends = same_run(spec, meta, (store.dir / CHECKPOINT_FILE).exists())
+    has_checkpoint = (store.dir / CHECKPOINT_FILE).exists()
+    refused, extends = same_run(spec, meta, has_checkpoint)
     if refused:  # checked in preflight too; here under the lock, against a newer folder
         return Outcome(spec.run_id, "failed", f"{store.dir}: {refused}")
     if meta is not None and meta.get("status") == "complete" and not extends:
@@ -335,7 +329,7 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
         dev = resolve_device(device)
     except ConfigError as e:
         return Outcome(spec.run_id, "failed", str(e))
-    fresh = meta is None or not (store.dir / CHECKPOINT_FILE).exists()
+    fresh = meta is None or not has_checkpoint
     problem = None if fresh or meta is None else device_mismatch(
         {**meta, "status": "running"} if extends else meta, str(dev))
     if problem:

@@ -66,8 +66,7 @@ class RunSpec:
         if not isinstance(budget, int) or budget == self.env.budget:
             return None
         try:
-            entry = replace(self.env, budget=budget,
-                            eval_every=min(self.env.eval_every, budget),
+            entry = replace(self.env.with_budget(budget),
                             reporting_budgets=tuple(env.get("reporting_budgets") or ()))
         except (ConfigError, TypeError, ValueError):
             return None
