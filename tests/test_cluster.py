@@ -38,6 +38,18 @@ def _running_with_checkpoint(out: Path) -> dict[str, Any] | None:
     return None
 
 
+def _wait_gone(pid: int, timeout: float = 30.0) -> None:
+    """Wait until process ``pid`` has exited."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived its node"
+
+
+def _status(run_dir: Path) -> Any:
+    return json.loads((run_dir / "run.json").read_text()).get("status")
+
+
 def _local_rows(out: Path) -> Path:
     """The smoke suite's rows from the local executor: the golden files, or a local run."""
     golden = GOLDEN_DIR / signature() / "smoke"
@@ -61,21 +73,32 @@ def test_the_smoke_suite_on_a_ray_cluster_survives_a_lost_node(tmp_path: Path) -
             [sys.executable, "-m", "mbrl_bench", "run", "--suite", "smoke", "--executor", "ray",
              "--address", cluster.address, "--threads", "1", "--device", "cpu", "--out", str(out)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        victim, killed = None, False
+        # A run can finish between being chosen and its node dying (the smoke runs are short):
+        # the kill counts only if the run's process is gone while its run.json still says
+        # running; otherwise another run is chosen and its node killed.
+        victim, raced = None, 0
         deadline = time.monotonic() + 400
         while driver.poll() is None and time.monotonic() < deadline:
-            victim = victim or _running_with_checkpoint(out)
-            if victim is not None and not killed:
-                node = node_of(victim["pid"], nodes)
-                assert node is not None, f"no worker node runs process {victim['pid']}"
+            chosen = None if victim is not None else _running_with_checkpoint(out)
+            if chosen is not None:
+                node = node_of(chosen["pid"], nodes)
+                if node is None:  # its worker process is gone: the run must have finished
+                    assert _status(chosen["dir"]) != "running", (
+                        f"no worker node runs process {chosen['pid']}")
+                    continue
                 cluster.remove_node(node, allow_graceful=False)  # its raylet and workers die
-                cluster.add_node(num_cpus=1)
-                killed = True
+                nodes = [n for n in nodes if n is not node] + [cluster.add_node(num_cpus=1)]
+                _wait_gone(chosen["pid"])
+                if _status(chosen["dir"]) == "running":
+                    victim = chosen
+                else:
+                    raced += 1
+                    assert raced < 5, "every chosen run finished before its node died"
             time.sleep(0.1)
         output = driver.communicate(timeout=60)[0]
     finally:
         cluster.shutdown()
-    assert victim is not None, "no run reached a checkpoint while the suite ran:\n" + output
+    assert victim is not None, "no node died under a running run with a checkpoint:\n" + output
     assert driver.returncode == 0, output
     assert "done: 11 complete" in output, output
     lost = victim["dir"]
