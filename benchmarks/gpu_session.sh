@@ -2,7 +2,8 @@
 # The GPU checks of one lease on a GPU machine without a package index (../shared/gpu/README.md),
 # in the order of their value, each with its own time limit, everything written to $OUT:
 #   1. the device and the software (nvidia-smi, torch, CPU);
-#   2. benchmarks/precision_speed.py on the GPU: fp32 against bf16 for the ensemble (issue 13);
+#   2. benchmarks/precision_speed.py on the GPU: fp32 against bf16 for the ensemble, and
+#      benchmarks/sac_compile.py: the SAC update eager, compiled and as CUDA graphs (issue 13);
 #   3. benchmarks/gpu_check.py: the smoke suite, MBPO on InvertedPendulum-v5 for 1,000 steps and
 #      PETS on the cart-pole for 50 steps on cuda, per phase, nothing beside it (issue 11);
 #   4. at once: the same check on the CPU (4 threads), and benchmarks/precision_learning.py on
@@ -10,7 +11,7 @@
 #      at the last evaluation every run reached; then the check's cuda-against-cpu table.
 # Usage there (with .whl/ carried):  bash benchmarks/gpu_session.sh [LEARNING_DEADLINE_S]
 set -u -o pipefail
-deadline=${1:-180}
+deadline=${1:-150}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 rm -rf /tmp/gpu_check /tmp/precision_learning  # a rerun on a warm machine starts afresh
@@ -31,6 +32,10 @@ t=$(date +%s)
 timeout 60 python3 benchmarks/precision_speed.py --device cuda --forward-rows 1024,14286 \
   --out "$OUT/precision_speed_cuda.txt" 2>&1 | tee -a "$log"
 echo "precision_speed: $(( $(date +%s) - t )) s" | tee -a "$log"
+t=$(date +%s)
+timeout 90 python3 benchmarks/sac_compile.py --device cuda --repeats 5 --updates 200 \
+  --out "$OUT/sac_compile_cuda.txt" 2>&1 | grep -v '^W' | tail -n 8 | tee -a "$log"
+echo "sac_compile: $(( $(date +%s) - t )) s" | tee -a "$log"
 t=$(date +%s)
 timeout 200 python3 benchmarks/gpu_check.py --devices cuda --out /tmp/gpu_check 2>&1 \
   | tee -a "$log"
