@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -36,7 +38,7 @@ SetOptions = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
@@ -68,27 +70,26 @@ def _parse_seeds(text: str) -> list[int]:
                 raise ValueError
             return list(range(n))
     except ValueError:
-        raise typer.BadParameter(
-            f"expected N (seeds 0..N-1) or a list like 1,2,3; got {text!r}") from None
+        _fail(f"--seeds: expected N (seeds 0..N-1) or a list like 1,2,3; got {text!r}")
     if not seeds:
-        raise typer.BadParameter(f"no seeds in {text!r}: give N or a list like 1,2,3")
+        _fail(f"--seeds: no seeds in {text!r}: give N or a list like 1,2,3")
     if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise typer.BadParameter("seeds must be distinct non-negative integers")
+        _fail("--seeds: seeds must be distinct non-negative integers")
     return seeds
 
 
 def _check_run_options(executor: str, address: str | None, workers: int, threads: int | None,
                        algos: str | None) -> None:
     if executor not in ("local", "ray"):
-        raise typer.BadParameter("--executor must be local or ray")
+        _fail("--executor must be local or ray")
     if address is not None and executor != "ray":
-        raise typer.BadParameter("--address is the Ray cluster's: give --executor ray with it")
+        _fail("--address is the Ray cluster's: give --executor ray with it")
     if workers < 1:
-        raise typer.BadParameter("--workers must be at least 1")
+        _fail("--workers must be at least 1")
     if threads is not None and threads < 1:
-        raise typer.BadParameter("--threads must be at least 1 (omit it for cores / workers)")
+        _fail("--threads must be at least 1 (omit it for cores / workers)")
     if algos is not None and not algos.replace(",", "").strip():
-        raise typer.BadParameter("--algos names no recipe (omit it for the suite's algorithms)")
+        _fail("--algos names no recipe (omit it for the suite's algorithms)")
 
 
 def _loggers(values: list[str] | None) -> tuple[str, ...]:
@@ -149,6 +150,7 @@ def run(
 ) -> None:
     """Run a suite: every environment × algorithm × --set value × seed. Finished runs are
     skipped and interrupted ones resume from their last checkpoint."""
+    from mbrl_bench.devices import resolve_device
     from mbrl_bench.runner.execute import (
         expand,
         random_phase_warnings,
@@ -162,6 +164,9 @@ def run(
     loggers = _loggers(logger)
     try:
         s = load_suite(suite, tuple(suites_dir or ()))
+        run_device = s.device if device is None else device
+        if executor == "local":  # before anything is announced (Ray checks it on the cluster)
+            resolve_device(run_device)
         algo_list = [a.strip() for a in algos.split(",") if a.strip()] if algos else list(
             s.algorithms)
         seed_list = _parse_seeds(seeds) if seeds else list(s.seeds)
@@ -177,8 +182,7 @@ def run(
         with sigterm_interrupts():
             outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
                                retry_failed=retry_failed, address=address,
-                               device=s.device if device is None else device,
-                               runs_per_gpu=runs_per_gpu, loggers=loggers)
+                               device=run_device, runs_per_gpu=runs_per_gpu, loggers=loggers)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return
@@ -253,6 +257,8 @@ def show(
 
     dirs = tuple(algorithms_dir or ())
     try:
+        if env is not None:
+            _check_env_id(env)
         point = []
         for option in set_ or ():
             key, values = parse_set(option)
@@ -276,6 +282,20 @@ def show(
     typer.echo(format_differences(diffs, a.name, b[0].name), nl=False)
 
 
+def _check_env_id(env_id: str) -> None:
+    """A :class:`ConfigError` unless ``env_id`` is registered with gymnasium (ours included):
+    a misspelt id would otherwise resolve to no per-task override without a word."""
+    import gymnasium as gym
+
+    import mbrl_bench.envs.make  # noqa: F401  (registers our environments)
+
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        raise ConfigError("--env", env_id, "no gymnasium environment has this id (e.g. "
+                          "Hopper-v5, Pendulum-v1, mbrl_bench/PointMass-v0)") from None
+
+
 BudgetsOption = Annotated[str | None, typer.Option(
     help="Report at these budgets, e.g. 5000,10000 (default: the suites' reporting budgets).")]
 
@@ -287,10 +307,9 @@ def _parse_budgets(budgets: str | None) -> list[int] | None:
     try:
         chosen = [int(b) for b in budgets.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"--budgets: expected integers like 5000,10000; got {budgets!r}"
-                                 ) from None
+        _fail(f"--budgets: expected integers like 5000,10000; got {budgets!r}")
     if min(chosen) <= 0:
-        raise typer.BadParameter("--budgets: budgets must be positive")
+        _fail("--budgets: budgets must be positive")
     return chosen
 
 
@@ -312,7 +331,8 @@ def table(
     _existing_folder(results_dir)
     _writable_folder(out or results_dir, "--out")
     try:
-        t = write_table(results_dir, out, chosen, reference)
+        with _store_warnings_as_lines():
+            t = write_table(results_dir, out, chosen, reference)
     except ValueError as e:
         _fail(str(e))
         return
@@ -340,7 +360,8 @@ def report(
         _fail(f"--out: {dest} is a folder; give the HTML file to write")
     _writable_folder(dest.parent, "--out")
     try:
-        path = build_report(results_dir, dest, chosen)
+        with _store_warnings_as_lines():
+            path = build_report(results_dir, dest, chosen)
     except ValueError as e:
         _fail(str(e))
         return
@@ -457,10 +478,35 @@ def _load_runs(results_dir: Path) -> tuple[Any, Any]:
     from mbrl_bench.reporting.table import load_runs
 
     try:
-        return load_runs(results_dir)
+        with _store_warnings_as_lines():
+            return load_runs(results_dir)
     except ValueError as e:
         _fail(str(e))
         raise  # unreachable: _fail exits
+
+
+@contextmanager
+def _store_warnings_as_lines() -> Iterator[None]:
+    """Print what the run store warns about inside (a damaged run skipped, ...) as one
+    ``warning:`` line each, every time, instead of Python's warning format; other warnings
+    go on as usual."""
+    import warnings
+
+    from mbrl_bench.reporting.table import RunStoreWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RunStoreWarning)
+        try:
+            yield
+        finally:
+            others = []
+            for w in caught:
+                if issubclass(w.category, RunStoreWarning):
+                    typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
+                else:
+                    others.append(w)
+    for w in others:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 @app.command()

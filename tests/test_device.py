@@ -45,6 +45,7 @@ def test_a_bad_device_is_one_line(tmp_path: Path, name: str) -> None:
 def test_cuda_where_there_is_none_is_one_line_and_auto_is_the_cpu(tmp_path: Path) -> None:
     code, out = _run(tmp_path, "--device", "cuda")
     assert code == 2 and "CUDA is not available here" in out, out
+    assert len(out.strip().splitlines()) == 1, out  # refused before any run is announced
     assert resolve_device("auto") == torch.device("cpu")
     assert gpu_slots("auto", 4) == []
     code, out = _run(tmp_path)  # the default: auto

@@ -22,12 +22,15 @@ runner = CliRunner()
     (["--algos", " , "], "--algos names no recipe"),
     (["--threads", "0"], "--threads must be at least 1"),
     (["--threads", "-1"], "--threads must be at least 1"),
+    (["--seeds", "x"], "--seeds: expected N (seeds 0..N-1) or a list like 1,2,3; got 'x'"),
+    (["--seeds", "1,1"], "--seeds: seeds must be distinct non-negative integers"),
+    (["--workers", "0"], "--workers must be at least 1"),
 ])
 def test_bad_run_options_are_one_line_errors(tmp_path: Path, args: list[str], fragment: str
                                              ) -> None:
     res = runner.invoke(app, ["run", "--suite", "smoke", "--out", str(tmp_path), *args])
     assert res.exit_code == 2 and fragment in res.output, res.output
-    assert "Traceback" not in res.output
+    assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "smoke").exists()
 
 

@@ -397,3 +397,15 @@ def test_plot_metrics(tmp_path: Path) -> None:
     assert _is_png(out)
     with pytest.raises(ValueError, match="lacks"):
         plot_metrics(metrics, ["nope"], tmp_path / "x.png", "diag")
+
+
+def test_the_cli_prints_what_the_store_warns_about_as_one_line_each(store: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mbrl_bench.cli import app
+
+    res = CliRunner().invoke(app, ["table", str(store), "--out", str(store.parent / "t")])
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if line.startswith("warning: ")]
+    assert any("broken" in line and "run skipped" in line for line in warned), res.output
+    assert "RunStoreWarning" not in res.output and "warnings.warn" not in res.output
