@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import tempfile
@@ -618,6 +619,18 @@ def status(
                    + (f"  (process {st.process})" if st.process else "")
                    + (f"  {st.error}" if st.error else ""))
     typer.echo("total: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+
+
+def _unwrapped(doc: str) -> str:
+    """``doc`` with the lines of each paragraph joined: Typer's rich help keeps a docstring's
+    line breaks, which would show mid-sentence in ``bench --help``."""
+    return "\n\n".join(" ".join(line.strip() for line in para.splitlines())
+                       for para in inspect.cleandoc(doc).split("\n\n"))
+
+
+for _info in app.registered_commands:
+    if _info.help is None and _info.callback is not None and _info.callback.__doc__:
+        _info.help = _unwrapped(_info.callback.__doc__)
 
 
 def main() -> None:  # pragma: no cover

@@ -110,6 +110,19 @@ def test_help_texts_have_no_unescaped_rich_markup() -> None:
     assert "`[sources]`" in "".join(res.output.split())
 
 
+def test_command_help_has_no_line_break_inside_a_paragraph() -> None:
+    """Typer's rich help keeps a docstring's line breaks (they showed mid-sentence in
+    ``bench --help``): each command's help paragraphs are single lines."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():  # type: ignore[attr-defined]
+        for paragraph in (cmd.help or "").split("\n\n"):
+            assert "\n" not in paragraph, f"bench {name}: a line break in {paragraph!r}"
+    res = runner.invoke(app, ["--help"], terminal_width=200)
+    assert "Finished runs are skipped and interrupted ones resume" in res.output
+
+
 def test_diagnostics_plots_model_based_runs(tmp_path: Path) -> None:
     import json
 
