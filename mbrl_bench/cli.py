@@ -56,6 +56,15 @@ def _writable_folder(path: Path, option: str) -> None:
         _fail(f"{option} {path}: cannot write there ({e.strerror or e})")
 
 
+def _folders(paths: list[Path] | None, option: str) -> tuple[Path, ...]:
+    """``--algorithms-dir`` / ``--suites-dir`` values: a one-line error for one that is not a
+    folder (a misspelt one would otherwise be searched and silently find nothing)."""
+    for path in paths or ():
+        if not path.is_dir():
+            _fail(f"{option} {path}: no such folder")
+    return tuple(paths or ())
+
+
 def _existing_folder(path: Path) -> None:
     if not path.is_dir():
         _fail(f"{path}: no such folder of runs")
@@ -80,7 +89,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def _check_run_options(executor: str, address: str | None, workers: int, threads: int | None,
-                       algos: str | None) -> None:
+                       algos: str | None, runs_per_gpu: int) -> None:
     if executor not in ("local", "ray"):
         _fail("--executor must be local or ray")
     if address is not None and executor != "ray":
@@ -89,6 +98,8 @@ def _check_run_options(executor: str, address: str | None, workers: int, threads
         _fail("--workers must be at least 1")
     if threads is not None and threads < 1:
         _fail("--threads must be at least 1 (omit it for cores / workers)")
+    if runs_per_gpu < 1:
+        _fail("--runs-per-gpu must be at least 1")
     if algos is not None and not algos.replace(",", "").strip():
         _fail("--algos names no recipe (omit it for the suite's algorithms)")
 
@@ -161,10 +172,12 @@ def run(
     from mbrl_bench.spec import load_suite
     from mbrl_bench.sweep import parse_set
 
-    _check_run_options(executor, address, workers, threads, algos)
+    _check_run_options(executor, address, workers, threads, algos, runs_per_gpu)
     loggers = _loggers(logger)
+    recipe_dirs = _folders(algorithms_dir, "--algorithms-dir")
+    suite_dirs = _folders(suites_dir, "--suites-dir")
     try:
-        s = load_suite(suite, tuple(suites_dir or ()))
+        s = load_suite(suite, suite_dirs)
         run_device = s.device if device is None else device
         if executor == "local":  # before anything is announced (Ray checks it on the cluster)
             resolve_device(run_device)
@@ -172,7 +185,7 @@ def run(
             s.algorithms)
         seed_list = _parse_seeds(seeds) if seeds else list(s.seeds)
         sets = [parse_set(o) for o in set_ or ()]
-        specs = expand(s, algo_list, seed_list, steps, env, tuple(algorithms_dir or ()),
+        specs = expand(s, algo_list, seed_list, steps, env, recipe_dirs,
                        sets=sets)
         _writable_folder(out, "--out")
         for line in random_phase_warnings(specs):
@@ -211,6 +224,8 @@ def list_parts(algorithms_dir: RecipeDirs = None, suites_dir: SuiteDirs = None) 
     from mbrl_bench.parts import PART_KINDS, registry_for
     from mbrl_bench.spec import available, find_file, load_suite
 
+    rdirs = _folders(algorithms_dir, "--algorithms-dir")
+    sdirs = _folders(suites_dir, "--suites-dir")
     for kind in PART_KINDS:
         reg = registry_for(kind)
         typer.secho(f"{reg.kind}s ({kind}):", bold=True)
@@ -221,7 +236,6 @@ def list_parts(algorithms_dir: RecipeDirs = None, suites_dir: SuiteDirs = None) 
     typer.secho("environments with termination functions:", bold=True)
     for env_id, (desc, _) in sorted(TERMINATIONS.items()):
         typer.echo(f"  {env_id:<24} {desc}")
-    rdirs, sdirs = tuple(algorithms_dir or ()), tuple(suites_dir or ())
     typer.secho("recipes (algorithms/):", bold=True)
     for name in available("algorithms", rdirs):
         desc = load_toml(find_file(name, "algorithms", rdirs)).get("description", "")
@@ -256,7 +270,7 @@ def show(
     from mbrl_bench.spec import citations, resolve_recipe
     from mbrl_bench.sweep import parse_set
 
-    dirs = tuple(algorithms_dir or ())
+    dirs = _folders(algorithms_dir, "--algorithms-dir")
     try:
         if env is not None:
             _check_env_id(env)

@@ -25,6 +25,9 @@ runner = CliRunner()
     (["--seeds", "x"], "--seeds: expected N (seeds 0..N-1) or a list like 1,2,3; got 'x'"),
     (["--seeds", "1,1"], "--seeds: seeds must be distinct non-negative integers"),
     (["--workers", "0"], "--workers must be at least 1"),
+    (["--runs-per-gpu", "0"], "--runs-per-gpu must be at least 1"),
+    (["--algorithms-dir", "no-such-folder"], "--algorithms-dir no-such-folder: no such folder"),
+    (["--suites-dir", "no-such-folder"], "--suites-dir no-such-folder: no such folder"),
 ])
 def test_bad_run_options_are_one_line_errors(tmp_path: Path, args: list[str], fragment: str
                                              ) -> None:

@@ -154,6 +154,10 @@ def test_show_errors_are_one_line() -> None:
     assert res.exit_code == 2 and "takes one value" in res.output
     res = runner.invoke(app, ["show", "nope"])
     assert res.exit_code == 2 and "unknown algorithm" in res.output
+    for cmd in (["show", "sac"], ["list"]):  # a misspelt folder is not searched in silence
+        res = runner.invoke(app, [*cmd, "--algorithms-dir", "no-such-folder"])
+        assert res.exit_code == 2 and res.output.strip() == (
+            "error: --algorithms-dir no-such-folder: no such folder"), res.output
     res = runner.invoke(app, ["show", "mbpo", "--env", "Hoper-v5"])  # misspelt: no silent default
     assert res.exit_code == 2 and res.output.strip() == (
         "error: --env: Hoper-v5: no gymnasium environment has this id (e.g. Hopper-v5, "

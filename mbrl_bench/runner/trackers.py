@@ -42,7 +42,7 @@ def missing_packages(loggers: tuple[str, ...]) -> list[str]:
     problems = []
     for name in loggers:
         if name not in LOGGERS:
-            problems.append(f"unknown logger {name!r} (known: {', '.join(LOGGERS)})")
+            problems.append(f"--logger: unknown logger {name!r} (known: {', '.join(LOGGERS)})")
         elif importlib.util.find_spec(LOGGERS[name]) is None:
             problems.append(f"--logger {name} needs the {LOGGERS[name]} package: pip install "
                             f"\"mbrl-bench[{name}]\"")
