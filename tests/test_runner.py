@@ -354,3 +354,24 @@ def test_two_recipes_with_one_name_are_refused(files: Path) -> None:
     with pytest.raises(ConfigError, match="share a name"):
         expand(suite, ["tiny-sac", str(other / "tiny-sac.toml")], [0],
                extra_dirs=(files / "algorithms",))
+
+
+def test_a_sigterm_during_a_store_write_interrupts_once_the_write_is_complete() -> None:
+    """A SIGTERM inside ``torch.save`` of a checkpoint left a half-written file and recorded the
+    run failed (CI saw it); the loop's writes now finish first, then the run is interrupted."""
+    from mbrl_bench.runner import execute
+
+    written: list[dict[str, int]] = []
+
+    class Store:
+        def save_checkpoint(self, state: dict[str, int]) -> None:
+            execute._interrupt(signal.SIGTERM, None)  # the signal arrives mid-write
+            written.append(state)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute._HeldWrites(Store()).save_checkpoint({"step": 1})  # type: ignore[arg-type]
+        assert written == [{"step": 1}]
+        assert not execute._HOLD and not execute._PENDING
+    finally:
+        execute._HOLD = execute._PENDING = False

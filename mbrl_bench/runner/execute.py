@@ -366,7 +366,7 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
                      "matrix units (AVX512-BF16, AMX or a bf16 GPU): its bf16 products are "
                      "emulated and slower than fp32")
         with device_check():
-            LOOP_RUNNERS[spec.recipe.parts[0].name](c, store, progress)
+            LOOP_RUNNERS[spec.recipe.parts[0].name](c, _HeldWrites(store), progress)
     except KeyboardInterrupt:
         finish("interrupted")
         raise
@@ -405,6 +405,34 @@ def _uninterruptible() -> Iterator[None]:
         if _PENDING:
             _PENDING = False
             raise KeyboardInterrupt
+
+
+class _HeldWrites:
+    """The run store as a loop sees it: a SIGTERM that comes while a checkpoint or a row is
+    being written interrupts once the write is complete (an interrupt inside ``torch.save``
+    left a half-written zip, and the run recorded failed instead of interrupted)."""
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        with _uninterruptible():
+            self._store.save_checkpoint(state)
+
+    def append_eval(self, row: dict[str, Any]) -> None:
+        with _uninterruptible():
+            self._store.append_eval(row)
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with _uninterruptible():
+            self._store.append_metrics(row)
+
+    def extend_metrics(self, rows: list[dict[str, Any]]) -> None:
+        with _uninterruptible():
+            self._store.extend_metrics(rows)
 
 
 @contextlib.contextmanager
