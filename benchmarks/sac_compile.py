@@ -33,7 +33,7 @@ from mbrl_bench.buffer import Batch
 from mbrl_bench.devices import describe
 from mbrl_bench.optimizers import sac as sac_module
 from mbrl_bench.optimizers.sac import SAC, SACConfig
-from mbrl_bench.reporting.speed import cpu_flags, cpu_model
+from mbrl_bench.reporting.speed import cpu_flags, cpu_model, print_report
 
 OBS, ACT, BATCH = 11, 3, 256
 
@@ -120,11 +120,7 @@ def main() -> None:
         lines.append(f"{name}: {med:.2f} ms per update ({eager / med:.2f}x eager's speed; "
                      f"repeats {', '.join(f'{v:.2f}' for v in values)}; first 3 calls "
                      f"{compile_s[name]:.1f} s)")
-    report = "\n".join(lines)
-    print(report)
-    if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(report + "\n")
+    print_report("\n".join(lines), a.out)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mbrl_bench.reporting.speed import cpu_flags, cpu_model
+from mbrl_bench.reporting.speed import cpu_flags, cpu_model, print_report
 
 BATCH = 256
 
@@ -85,11 +85,7 @@ def main() -> None:
     lines.append(f"actor: nn.Linear equals a 1-member baddbmm: input layer "
                  f"{actor_linear_equal(11, 256, g)}, hidden {actor_linear_equal(256, 256, g)}, "
                  f"head {actor_linear_equal(256, 6, g)}")
-    report = "\n".join(lines)
-    print(report)
-    if a.out is not None:
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(report + "\n")
+    print_report("\n".join(lines), a.out)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,14 @@ def read_reference(folder: Path) -> list[Row]:
     return [row for path in sorted(folder.glob("speed-*.csv")) for row in read_rows(path)]
 
 
+def print_report(report: str, out: Path | None) -> None:
+    """Print a benchmark's text report and, with ``out``, write it there too."""
+    print(report)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(report + "\n")
+
+
 def write_rows(path: Path, rows: Iterable[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
