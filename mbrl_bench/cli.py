@@ -157,6 +157,11 @@ def run(
         "or wandb (offline runs in RUN/wandb/; `wandb sync` uploads them); repeatable; the "
         "CSV files are written as always. Needs the extra: pip install "
         "\"mbrl-bench\\[tensorboard]\" or \"mbrl-bench\\[wandb]\".")] = None,
+    side_by_side: Annotated[bool, typer.Option(
+        "--side-by-side", help="Train the seeds of each task and recipe together in one "
+        "process, their networks batched (model-free SAC today; other recipes run one at a "
+        "time). Each seed keeps its generators and its folder, and on CPU writes the rows it "
+        "writes alone.")] = False,
     algorithms_dir: RecipeDirs = None,
     suites_dir: SuiteDirs = None,
 ) -> None:
@@ -173,6 +178,9 @@ def run(
     from mbrl_bench.sweep import parse_set
 
     _check_run_options(executor, address, workers, threads, algos, runs_per_gpu)
+    if side_by_side and executor == "ray":
+        _fail("--side-by-side runs in this process or a local pool (--workers), not with "
+              "--executor ray")
     loggers = _loggers(logger)
     recipe_dirs = _folders(algorithms_dir, "--algorithms-dir")
     suite_dirs = _folders(suites_dir, "--suites-dir")
@@ -196,7 +204,8 @@ def run(
         with sigterm_interrupts():
             outcomes = run_all(specs, out, workers, executor, threads,  # type: ignore[arg-type]
                                retry_failed=retry_failed, address=address,
-                               device=run_device, runs_per_gpu=runs_per_gpu, loggers=loggers)
+                               device=run_device, runs_per_gpu=runs_per_gpu, loggers=loggers,
+                               side_by_side=side_by_side)
     except (ConfigError, UnsupportedEnvError) as e:
         _fail(str(e))
         return

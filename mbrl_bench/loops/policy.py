@@ -42,9 +42,14 @@ from mbrl_bench.loops.scaffold import (
 __all__ = [
     "PHASE_KEYS",
     "UPDATE_KEYS",
+    "Own",
     "PolicyLoopConfig",
+    "collect",
     "eval_seeds",
     "evaluate",
+    "evaluate_policy",
+    "lap",
+    "log_row",
     "run_policy_loop",
 ]
 
@@ -93,7 +98,7 @@ PHASE_KEYS = ("env_s", "model_s", "update_s")
 
 
 @dataclass
-class _Own:
+class Own:
     """The loop's own state between steps (checkpointed with the scaffold's)."""
 
     sums: torch.Tensor
@@ -102,6 +107,18 @@ class _Own:
     recent_returns: list[float] = field(default_factory=list)
     phase_s: list[float] = field(default_factory=lambda: [0.0] * len(PHASE_KEYS))
 
+    @classmethod
+    def restored(cls, c: Components, ckpt: dict[str, Any] | None) -> Own:
+        """Fresh, or as the checkpoint ``ckpt`` holds it."""
+        if ckpt is None:
+            return cls(torch.zeros(len(UPDATE_KEYS), device=c.device))
+        return cls(ckpt["sums"].to(c.device), ckpt["n_updates"], list(ckpt["recent_returns"]))
+
+    def state(self) -> dict[str, Any]:
+        """What the checkpoint holds of it."""
+        return {"sums": self.sums, "n_updates": self.n_updates,
+                "recent_returns": self.recent_returns}
+
 
 def run_policy_loop(
     c: Components, store: RunRecord, progress: Callable[[str], None] = print
@@ -109,53 +126,56 @@ def run_policy_loop(
     """Train ``c.optimizer`` on ``c.env`` for the suite's budget, writing rows and checkpoints."""
     cfg: PolicyLoopConfig = c.loop_config
     agent, model_phase, real = c.optimizer, c.model_phase, c.buffer
-    space: Any = c.env.action_space
     sc = Scaffold(c, store, progress, parts={"optimizer": agent, "buffer": real,
                                              "model_phase": model_phase})
-    ckpt = sc.start()
-    own = (_Own(torch.zeros(len(UPDATE_KEYS), device=c.device)) if ckpt is None
-           else _Own(ckpt["sums"].to(c.device), ckpt["n_updates"], list(ckpt["recent_returns"])))
+    own = Own.restored(c, sc.start())
     while sc.step < sc.budget:
         # --- collect
         t_phase = time.perf_counter()
-        obs = sc.obs
-        if sc.step < cfg.initial_random_steps:
-            action = c.np_rng.uniform(space.low, space.high).astype(space.dtype)
-        else:
-            action = agent.act(obs, deterministic=False)
-        next_obs, r, term, trunc = sc.env_step(action)
-        real.add_one(obs, action, r, next_obs, term, trunc)
-        finished = sc.end_step(term, trunc)
-        if finished is not None:
-            own.recent_returns.append(finished[0])
-        t_phase = _lap(own, 0, t_phase)
+        collect(c, sc, own, cfg.initial_random_steps)
+        t_phase = lap(own, 0, t_phase)
         # --- model phase (model-based recipes only)
         if model_phase is not None:
             model_phase.after_step(sc.step, real, agent)
-            t_phase = _lap(own, 1, t_phase)
+            t_phase = lap(own, 1, t_phase)
         # --- update
         if sc.step >= cfg.initial_random_steps and len(real) >= agent.config.batch_size:
             _update(c, own, real)
-            _lap(own, 2, t_phase)
+            lap(own, 2, t_phase)
         # --- log, evaluate, checkpoint
-        line = _log(c, sc, own, store) if sc.log_due(cfg.log_every) else None
+        line = log_row(c, sc, own, store) if sc.log_due(cfg.log_every) else None
         if sc.eval_due():
             sc.begin_eval()
-            _evaluate(c, sc, store)
-            sc.checkpoint({"sums": own.sums, "n_updates": own.n_updates,
-                           "recent_returns": own.recent_returns})
+            evaluate_policy(c, sc, store)
+            sc.checkpoint(own.state())
             sc.end_eval()
         if line is not None:  # after the evaluation, so it shows this step's
             progress(line())
 
 
-def _lap(own: _Own, phase: int, since: float) -> float:
+def collect(c: Components, sc: Scaffold, own: Own, random_steps: int) -> None:
+    """One real step into ``c.buffer``: a uniform random action for the first
+    ``random_steps`` steps, then the optimizer's stochastic policy."""
+    space: Any = c.env.action_space
+    obs = sc.obs
+    if sc.step < random_steps:
+        action = c.np_rng.uniform(space.low, space.high).astype(space.dtype)
+    else:
+        action = c.optimizer.act(obs, deterministic=False)
+    next_obs, r, term, trunc = sc.env_step(action)
+    c.buffer.add_one(obs, action, r, next_obs, term, trunc)
+    finished = sc.end_step(term, trunc)
+    if finished is not None:
+        own.recent_returns.append(finished[0])
+
+
+def lap(own: Own, phase: int, since: float) -> float:
     now = time.perf_counter()
     own.phase_s[phase] += now - since
     return now
 
 
-def _update(c: Components, own: _Own, real: ReplayBuffer) -> None:
+def _update(c: Components, own: Own, real: ReplayBuffer) -> None:
     agent, opt_cfg = c.optimizer, c.optimizer.config
     for _ in range(opt_cfg.updates_per_step):
         if c.model_phase is None:
@@ -167,7 +187,7 @@ def _update(c: Components, own: _Own, real: ReplayBuffer) -> None:
         own.n_updates += 1
 
 
-def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> Callable[[], str]:
+def log_row(c: Components, sc: Scaffold, own: Own, store: RunRecord) -> Callable[[], str]:
     """Write the metrics row; return the progress line's maker (shows the latest evaluation)."""
     means = (own.sums / own.n_updates).tolist() if own.n_updates else [math.nan] * len(
         UPDATE_KEYS)
@@ -193,7 +213,7 @@ def _log(c: Components, sc: Scaffold, own: _Own, store: RunRecord) -> Callable[[
                     f"{row['train_return']:.1f}  eval {sc.last_eval:.1f}  {sps:.0f} steps/s")
 
 
-def _evaluate(c: Components, sc: Scaffold, store: RunRecord) -> None:
+def evaluate_policy(c: Components, sc: Scaffold, store: RunRecord) -> None:
     entry = c.entry
     seeds = sc.eval_seeds(entry.eval_episodes)
     rets, starts = evaluate(c.optimizer, c.eval_env, entry.eval_episodes, seeds)

@@ -117,7 +117,7 @@ class TwinCritic(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], members: int = 2):
         super().__init__()
         sizes = (obs_dim + act_dim, *hidden)
-        self.members = members
+        self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, members
         self.layers = nn.ModuleList(
             BatchedLinear(members, a, b) for a, b in itertools.pairwise(sizes)
         )
@@ -130,6 +130,11 @@ class TwinCritic(nn.Module):
     ) -> torch.Tensor:
         """Q values ``members x B``; with ``detach_weights`` no gradient reaches the weights."""
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
+        return self.forward_members(x, detach_weights)
+
+    def forward_members(self, x: torch.Tensor, detach_weights: bool = False) -> torch.Tensor:
+        """Q values ``members x B`` of inputs ``members x B x (O + A)``, one row block per
+        member (each member sees its own inputs: how seeds side by side share one critic)."""
         for layer in self.layers:
             lin: Any = layer
             w, b = (lin.weight.detach(), lin.bias.detach()) if detach_weights else (
@@ -204,6 +209,36 @@ class SquashedGaussianActor(nn.Module):
         """Mean action ``B x A``."""
         mean, _ = self.dist_params(obs)
         return torch.tanh(mean) * self.scale + self.offset
+
+
+def soft_td_target(batch: Batch, q_next: torch.Tensor, next_logp: torch.Tensor,
+                   alpha: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The one-step soft TD target ``B``: r + γ (1 - terminated) (q_next - α log π(a'|s')),
+    from the target critics' minimum ``q_next`` (``B``) at the sampled next actions."""
+    v_next = q_next - alpha * next_logp
+    return batch.rew + gamma * (1.0 - batch.terminated) * v_next
+
+
+def sac_loss(
+    q: torch.Tensor, target: torch.Tensor, q_pi: torch.Tensor, logp: torch.Tensor,
+    alpha: torch.Tensor, log_alpha: torch.Tensor | None, target_entropy: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One update's summed loss (critic + actor + temperature) and its diagnostics.
+
+    ``q``: the critics at the batch's actions, ``members x B``; ``target``: TD targets ``B``;
+    ``q_pi``: the critics' minimum at the policy's actions ``B`` (through detached weights);
+    ``logp``: their log-probabilities ``B``; ``log_alpha``: None when the temperature is fixed.
+    """
+    critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
+    actor_loss = (alpha * logp - q_pi).mean()
+    entropy = -logp.detach().mean()
+    loss = critic_loss + actor_loss
+    if log_alpha is not None:
+        loss = loss + log_alpha * (entropy - target_entropy)
+    return loss, {
+        "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
+        "alpha": alpha, "entropy": entropy, "q_mean": q.detach().mean(),
+    }
 
 
 class SAC:
@@ -321,8 +356,7 @@ class SAC:
             if self.config.value_expansion == 0 or (self.model_ready is not None
                                                      and not self.model_ready()):
                 q_next = self.target_critic(batch.next_obs, next_act).min(0).values
-                v_next = q_next - alpha * next_logp
-                return batch.rew + self.config.gamma * (1.0 - batch.terminated) * v_next
+                return soft_td_target(batch, q_next, next_logp, alpha, self.config.gamma)
             return self._expanded_target(batch, next_act, next_logp, alpha)
 
     def _expanded_target(
@@ -358,13 +392,9 @@ class SAC:
         target = self.td_target(batch, next_act, next_logp, alpha)
         pi, logp = self.actor.sample(batch.obs, self.generator)
         q = self.critic(batch.obs, batch.act)
-        critic_loss = 0.5 * (q - target).pow(2).mean(-1).sum()
         q_pi = self.critic(batch.obs, pi, detach_weights=True).min(0).values
-        actor_loss = (alpha * logp - q_pi).mean()
-        entropy = -logp.detach().mean()
-        loss = critic_loss + actor_loss
-        if cfg.learn_alpha:
-            loss = loss + self.log_alpha * (entropy - self.target_entropy)
+        loss, out = sac_loss(q, target, q_pi, logp, alpha, self.log_alpha if cfg.learn_alpha
+                             else None, self.target_entropy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -372,10 +402,7 @@ class SAC:
         with torch.no_grad():
             torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
         self.updates += 1
-        return {
-            "critic_loss": critic_loss.detach(), "actor_loss": actor_loss.detach(),
-            "alpha": alpha, "entropy": entropy, "q_mean": q.detach().mean(),
-        }
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -287,77 +287,229 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
     store = RunStore(spec.run_dir(out), loggers)
     store.dir.mkdir(parents=True, exist_ok=True)
     with (store.dir / LOCK_FILE).open("a") as lock:
-        deadline = time.monotonic() + lock_wait_s
-        while True:  # one process per run: another `bench run` on the same folder skips it
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    progress(f"{spec.run_id}: running in another process; skipped here")
-                    return Outcome(spec.run_id, "busy")
-                time.sleep(0.5)
-        return _execute_locked(spec, store, progress, retry_failed, device)
+        if not _take_lock(lock, lock_wait_s):
+            progress(f"{spec.run_id}: running in another process; skipped here")
+            return Outcome(spec.run_id, "busy")
+        began = _Attempt.begin(spec, store, progress, retry_failed, device)
+        return began if isinstance(began, Outcome) else _run_attempt(began, progress)
 
 
-def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], None],
-                    retry_failed: bool = False, device: str = "cpu") -> Outcome:
-    from mbrl_bench.devices import describe, has_bf16_units, resolve_device
-    from mbrl_bench.runner.compose import LOOP_RUNNERS, compose
+def _take_lock(lock: Any, wait_s: float) -> bool:
+    """Take a run's lock file, waiting up to ``wait_s`` seconds; False if another process
+    holds it (one process per run: another `bench run` on the same folder skips it)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
-    meta = store.read_meta()
-    has_checkpoint = (store.dir / CHECKPOINT_FILE).exists()
-    refused, extends = same_run(spec, meta, has_checkpoint)
-    if refused:  # checked in preflight too; here under the lock, against a newer folder
-        return Outcome(spec.run_id, "failed", f"{store.dir}: {refused}")
-    if meta is not None and meta.get("status") == "complete" and not extends:
-        return Outcome(spec.run_id, "skipped")
-    if meta is not None and meta.get("status") == "failed" and not retry_failed:
-        # a failure (NaN, an exception) is usually deterministic: rerun only when asked
-        progress(f"{spec.run_id}: failed before; not rerun (--retry-failed resumes it from its "
-                 "last checkpoint, or from scratch without one)")
-        return Outcome(spec.run_id, "failed", meta.get("error"))
-    continued = list((meta or {}).get("continued_from") or [])
-    if extends and meta is not None:
-        # this run at a smaller budget (another --steps): it continues from the checkpoint of
-        # that budget's final evaluation, as if never stopped there; run.json keeps what it
-        # was (budget, code, end) before
-        progress(f"{spec.run_id}: continues from its budget of {meta['budget']} steps to "
-                 f"{spec.env.budget}")
-        continued.append({k: meta.get(k) for k in ("budget", "code_version", "ended_at")})
-    try:
-        dev = resolve_device(device)
-    except ConfigError as e:
-        return Outcome(spec.run_id, "failed", str(e))
-    fresh = meta is None or not has_checkpoint
-    problem = None if fresh or meta is None else device_mismatch(
-        {**meta, "status": "running"} if extends else meta, str(dev))
-    if problem:
-        return Outcome(spec.run_id, "failed", f"{store.dir}: {problem}")
-    if fresh:
-        store.reset_files()
-    started = time.perf_counter()
-    prior = float((meta or {}).get("wall_clock_s") or 0.0)
 
-    def finish(status: str, error: str | None = None) -> Outcome:
-        with _uninterruptible():
-            store.update_meta(status=status, error=error, ended_at=now(),
-                              wall_clock_s=prior + time.perf_counter() - started)
-            store.close_trackers()
-        return Outcome(spec.run_id, status, error)
+def _run_attempt(began: _Attempt, progress: Callable[[str], None], recorded: bool = False
+                 ) -> Outcome:
+    """Run one attempt's loop to its end and record how it ended (``recorded``: its
+    ``run.json`` already says running)."""
+    from mbrl_bench.runner.compose import LOOP_RUNNERS
 
     try:
+        if not recorded:
+            began.record_start()
+        c = began.compose(progress)
+        with device_check():
+            LOOP_RUNNERS[began.spec.recipe.parts[0].name](c, _HeldWrites(began.store), progress)
+    except KeyboardInterrupt:
+        began.finish("interrupted")
+        raise
+    except Exception as e:
+        return began.failed(e, progress)
+    return began.finish("complete")
+
+
+def side_by_side_refusal(spec: RunSpec) -> str | None:
+    """Why ``spec``'s recipe cannot train seeds side by side (None: it can). Today: model-free
+    SAC on the policy loop (:mod:`~mbrl_bench.loops.policy_seeds`)."""
+    recipe = spec.recipe
+    opt = recipe.part("optimizer")
+    if recipe.parts[0].name != "policy" or opt is None or opt.name != "sac":
+        return "side by side trains SAC on the policy loop only"
+    if any(recipe.part(k) is not None for k in MODEL_KINDS):
+        return "side by side trains model-free SAC only (this recipe has a model)"
+    return None
+
+
+def side_by_side_groups(specs: Sequence[RunSpec], progress: Callable[[str], None] = print
+                        ) -> list[list[RunSpec]]:
+    """``specs`` as groups to run side by side: the seeds of one suite, task, recipe and
+    settings form a group when the recipe can (:func:`side_by_side_refusal`); any other run is
+    a group of one, and one ``progress`` line per recipe says why."""
+    groups: dict[tuple[str, str, str], list[RunSpec]] = {}
+    alone: list[list[RunSpec]] = []
+    told: set[str] = set()
+    for spec in specs:
+        why = side_by_side_refusal(spec)
+        if why is None:
+            groups.setdefault((spec.suite, spec.env.label, spec.label), []).append(spec)
+            continue
+        alone.append([spec])
+        if spec.algo not in told:
+            told.add(spec.algo)
+            progress(f"{spec.algo}: {why}; its runs go one at a time")
+    return [*groups.values(), *alone]
+
+
+def execute_side_by_side(specs: Sequence[RunSpec], out: Path,
+                         progress: Callable[[str], None] = print, retry_failed: bool = False,
+                         lock_wait_s: float = 0.0, device: str = "cpu",
+                         loggers: tuple[str, ...] = ()) -> list[Outcome]:
+    """Run the seeds ``specs`` (one group of :func:`side_by_side_groups`) side by side in this
+    process, each recorded in its own folder as :func:`execute_run` records it; a group of one
+    (or of one left to run) runs alone."""
+    if len(specs) == 1:
+        return [execute_run(specs[0], out, progress, retry_failed, lock_wait_s, device,
+                            loggers)]
+    outcomes: dict[str, Outcome] = {}
+    with contextlib.ExitStack() as locks:
+        attempts: list[_Attempt] = []
+        for spec in specs:
+            store = RunStore(spec.run_dir(out), loggers)
+            store.dir.mkdir(parents=True, exist_ok=True)
+            if not _take_lock(locks.enter_context((store.dir / LOCK_FILE).open("a")),
+                              lock_wait_s):
+                progress(f"{spec.run_id}: running in another process; skipped here")
+                outcomes[spec.run_id] = Outcome(spec.run_id, "busy")
+                continue
+            began = _Attempt.begin(spec, store, progress, retry_failed, device)
+            if isinstance(began, Outcome):
+                outcomes[spec.run_id] = began
+            else:
+                attempts.append(began)
+        if len(attempts) == 1:
+            outcomes[attempts[0].spec.run_id] = _run_attempt(attempts[0], progress)
+        elif attempts:
+            outcomes.update(_run_group(attempts, progress))
+    return [outcomes[s.run_id] for s in specs]
+
+
+def _run_group(attempts: list[_Attempt], progress: Callable[[str], None]) -> dict[str, Outcome]:
+    """Run attempts (locks held) side by side and record how each ended. A seed that fails is
+    recorded failed and the others go on side by side from their last checkpoints; seeds whose
+    checkpoints are at different steps run one at a time."""
+    from mbrl_bench.loops.policy_seeds import SeedFailure, UnevenSeeds, run_policy_loop_seeds
+
+    ids = [a.spec.run_id for a in attempts]
+    progress(f"side by side: {', '.join(ids)}")
+    try:
+        for a in attempts:
+            a.record_start(ids)
+        cs = [a.compose(progress) for a in attempts]
+        with device_check():
+            run_policy_loop_seeds(cs, [_HeldWrites(a.store) for a in attempts], progress)
+    except KeyboardInterrupt:
+        for a in attempts:
+            a.finish("interrupted")
+        raise
+    except UnevenSeeds as e:
+        progress(f"side by side: the seeds' checkpoints are at different steps ({e}); they "
+                 "run one at a time")
+        return {a.spec.run_id: _run_attempt(a, progress, recorded=True) for a in attempts}
+    except SeedFailure as e:
+        bad = attempts[e.index]
+        outcomes = {bad.spec.run_id: bad.failed(e.error, progress)}
+        rest = [a for a in attempts if a is not bad]
+        progress(f"side by side: {bad.spec.run_id} failed; the others go on from their last "
+                 "checkpoints")
+        if len(rest) == 1:
+            return outcomes | {rest[0].spec.run_id: _run_attempt(rest[0], progress)}
+        return outcomes | _run_group(rest, progress)
+    except Exception as e:  # in the shared update or set-up: every seed's failure
+        return {a.spec.run_id: a.failed(e, progress) for a in attempts}
+    return {a.spec.run_id: a.finish("complete") for a in attempts}
+
+
+@dataclass
+class _Attempt:
+    """One attempt at a run whose lock is held: from the checks of its folder to the status
+    it ends with (:meth:`begin`, :meth:`record_start`, :meth:`compose`, :meth:`finish`)."""
+
+    spec: RunSpec
+    store: RunStore
+    meta: dict[str, Any] | None
+    continued: list[dict[str, Any]]
+    dev: Any
+    """The resolved ``torch.device``."""
+    prior: float
+    """Wall-clock seconds of earlier attempts."""
+    started: float = 0.0
+
+    @classmethod
+    def begin(cls, spec: RunSpec, store: RunStore, progress: Callable[[str], None],
+              retry_failed: bool = False, device: str = "cpu") -> _Attempt | Outcome:
+        """The attempt, or the run's outcome when it is not to run (complete, failed before,
+        its folder holds another run, or it started on another kind of device)."""
+        from mbrl_bench.devices import resolve_device
+
+        meta = store.read_meta()
+        has_checkpoint = (store.dir / CHECKPOINT_FILE).exists()
+        refused, extends = same_run(spec, meta, has_checkpoint)
+        if refused:  # checked in preflight too; here under the lock, against a newer folder
+            return Outcome(spec.run_id, "failed", f"{store.dir}: {refused}")
+        if meta is not None and meta.get("status") == "complete" and not extends:
+            return Outcome(spec.run_id, "skipped")
+        if meta is not None and meta.get("status") == "failed" and not retry_failed:
+            # a failure (NaN, an exception) is usually deterministic: rerun only when asked
+            progress(f"{spec.run_id}: failed before; not rerun (--retry-failed resumes it from "
+                     "its last checkpoint, or from scratch without one)")
+            return Outcome(spec.run_id, "failed", meta.get("error"))
+        continued = list((meta or {}).get("continued_from") or [])
+        if extends and meta is not None:
+            # this run at a smaller budget (another --steps): it continues from the checkpoint
+            # of that budget's final evaluation, as if never stopped there; run.json keeps what
+            # it was (budget, code, end) before
+            progress(f"{spec.run_id}: continues from its budget of {meta['budget']} steps to "
+                     f"{spec.env.budget}")
+            continued.append({k: meta.get(k) for k in ("budget", "code_version", "ended_at")})
+        try:
+            dev = resolve_device(device)
+        except ConfigError as e:
+            return Outcome(spec.run_id, "failed", str(e))
+        fresh = meta is None or not has_checkpoint
+        problem = None if fresh or meta is None else device_mismatch(
+            {**meta, "status": "running"} if extends else meta, str(dev))
+        if problem:
+            return Outcome(spec.run_id, "failed", f"{store.dir}: {problem}")
+        if fresh:
+            store.reset_files()
+        return cls(spec, store, meta, continued, dev,
+                   float((meta or {}).get("wall_clock_s") or 0.0), time.perf_counter())
+
+    def record_start(self, side_by_side: Sequence[str] = ()) -> None:
+        """Write ``run.json`` as running (``side_by_side``: the run ids of its group)."""
+        from mbrl_bench.devices import describe
+
+        meta, store = self.meta, self.store
         with _uninterruptible():  # a SIGTERM meanwhile interrupts once the record is written
             store.write_meta({
-                **spec.meta(), "status": "running",
+                **self.spec.meta(), "status": "running",
                 "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
                 "attempts": (meta or {}).get("attempts", 0) + 1, "error": None,
-                "host": socket.gethostname(), "pid": os.getpid(), **describe(dev),
+                "host": socket.gethostname(), "pid": os.getpid(), **describe(self.dev),
                 "versions": versions(), "code_version": code_version(),
                 "wall_clock_s": (meta or {}).get("wall_clock_s", 0.0),
                 **({"loggers": list(store.loggers)} if store.loggers else {}),
-                **({"continued_from": continued} if continued else {}),
+                **({"continued_from": self.continued} if self.continued else {}),
+                **({"side_by_side": list(side_by_side)} if side_by_side else {}),
             })
+
+    def compose(self, progress: Callable[[str], None]) -> Any:
+        """The run's components (``runner/compose.py``), with a warning for bf16 on a device
+        without bf16 units."""
+        from mbrl_bench.devices import has_bf16_units
+        from mbrl_bench.runner.compose import compose
+
+        spec, dev = self.spec, self.dev
         c = compose(spec, dev)
         model = spec.recipe.part("model")
         if getattr(model and model.config, "precision", "fp32") == "bf16" and not has_bf16_units(
@@ -365,16 +517,19 @@ def _execute_locked(spec: RunSpec, store: RunStore, progress: Callable[[str], No
             progress(f"{spec.run_id}: warning: model.precision = bf16, but {dev} has no bf16 "
                      "matrix units (AVX512-BF16, AMX or a bf16 GPU): its bf16 products are "
                      "emulated and slower than fp32")
-        with device_check():
-            LOOP_RUNNERS[spec.recipe.parts[0].name](c, _HeldWrites(store), progress)
-    except KeyboardInterrupt:
-        finish("interrupted")
-        raise
-    except Exception as e:
+        return c
+
+    def finish(self, status: str, error: str | None = None) -> Outcome:
+        with _uninterruptible():
+            self.store.update_meta(status=status, error=error, ended_at=now(),
+                                   wall_clock_s=self.prior + time.perf_counter() - self.started)
+            self.store.close_trackers()
+        return Outcome(self.spec.run_id, status, error)
+
+    def failed(self, e: BaseException, progress: Callable[[str], None]) -> Outcome:
         tb = traceback.format_exc(limit=-3)
-        progress(f"{spec.run_id}: FAILED: {type(e).__name__}: {e}")
-        return finish("failed", f"{type(e).__name__}: {e}\n{tb}")
-    return finish("complete")
+        progress(f"{self.spec.run_id}: FAILED: {type(e).__name__}: {e}")
+        return self.finish("failed", f"{type(e).__name__}: {e}\n{tb}")
 
 
 _HOLD = False
@@ -499,18 +654,20 @@ def _worker_sigterm(signum: int, frame: Any) -> None:
     _interrupt(signum, frame)
 
 
-def _worker(spec: RunSpec, out: Path, threads: int, retry_failed: bool = False,
+def _worker(spec: RunSpec | list[RunSpec], out: Path, threads: int, retry_failed: bool = False,
             lock_wait_s: float = 0.0, device: str = "cpu", loggers: tuple[str, ...] = ()
-            ) -> Outcome:
+            ) -> Any:
+    """A run's outcome; for a list of specs (seeds side by side), the list of their outcomes."""
     import torch
 
     global _IN_RUN
     torch.set_num_threads(threads)
     _IN_RUN = True
     try:
-        return execute_run(spec, out, progress=lambda s: print(s, flush=True),
-                           retry_failed=retry_failed, lock_wait_s=lock_wait_s,
-                           device=_WORKER_DEVICE or device, loggers=loggers)
+        run = execute_side_by_side if isinstance(spec, list) else execute_run
+        return run(spec, out, progress=lambda s: print(s, flush=True),  # type: ignore[arg-type]
+                   retry_failed=retry_failed, lock_wait_s=lock_wait_s,
+                   device=_WORKER_DEVICE or device, loggers=loggers)
     except KeyboardInterrupt:  # the run is recorded interrupted: a pool worker ends here
         if _POOL_WORKER:
             os._exit(128 + signal.SIGTERM)
@@ -550,7 +707,7 @@ def run_all(
     specs: Sequence[RunSpec], out: Path, workers: int = 1, executor: Executor = "local",
     threads: int | None = None, progress: Callable[[str], None] = print,
     retry_failed: bool = False, address: str | None = None, device: str = "cpu",
-    runs_per_gpu: int = 1, loggers: tuple[str, ...] = (),
+    runs_per_gpu: int = 1, loggers: tuple[str, ...] = (), side_by_side: bool = False,
 ) -> list[Outcome]:
     """Execute ``specs`` on ``device`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``); a failed run
     is recorded and the others go on. ``address`` is the Ray cluster's (``executor="ray"``;
@@ -560,12 +717,18 @@ def run_all(
     On GPUs the local pool has ``runs_per_gpu`` workers per visible GPU (``workers`` is then
     ignored), each bound to its GPU for its life; on Ray (``device="cuda"``) each task asks for
     ``1 / runs_per_gpu`` of a GPU and Ray assigns it one.
+
+    ``side_by_side``: the seeds of each recipe that can (:func:`side_by_side_groups`) train
+    together in one process (:func:`execute_side_by_side`); a pool runs one group per worker.
     """
     from mbrl_bench.devices import check_device
 
     check_device(device)
     if runs_per_gpu < 1:
         raise ConfigError("--runs-per-gpu", str(runs_per_gpu), "a positive integer")
+    if side_by_side and executor == "ray":
+        raise ConfigError("--side-by-side", "", "runs in this process or a local pool "
+                          "(--workers), not with --executor ray")
     slots = gpu_slots(device, runs_per_gpu) if executor == "local" else []
     local_device = slots[0] if slots else "cpu"  # the in-process run's (the pool's: per worker)
     preflight(specs, out, local_device if executor == "local" else device)
@@ -580,12 +743,26 @@ def run_all(
     if executor == "ray":
         return _run_ray(specs, out, threads, retry_failed, address, progress, device,
                         runs_per_gpu, loggers)
+    groups: list[RunSpec | list[RunSpec]] = (
+        list(side_by_side_groups(specs, progress)) if side_by_side else list(specs))
     if workers <= 1:
         import torch
 
         torch.set_num_threads(threads)
+        if side_by_side:
+            return _in_order(specs, [o for g in groups for o in execute_side_by_side(
+                g, out, progress, retry_failed, device=local_device,  # type: ignore[arg-type]
+                loggers=loggers)])
         return [execute_run(s, out, progress, retry_failed, device=local_device,
                             loggers=loggers) for s in specs]
+    return _run_pool(specs, groups, out, workers, threads, retry_failed, slots, loggers)
+
+
+def _run_pool(specs: Sequence[RunSpec], groups: Sequence[RunSpec | list[RunSpec]], out: Path,
+              workers: int, threads: int, retry_failed: bool, slots: list[str],
+              loggers: tuple[str, ...]) -> list[Outcome]:
+    """Each of ``groups`` (a run, or seeds side by side) in a worker of a local process pool
+    (``slots``: one GPU per worker, or none); the outcomes in the order of ``specs``."""
     ctx = multiprocessing.get_context("spawn")
     queue = None
     if slots:
@@ -598,18 +775,25 @@ def run_all(
         with _uninterruptible():  # workers start in submit(): none may escape the pool's list
             pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                        initializer=_init_worker, initargs=(os.getpid(), queue))
-            futures = {pool.submit(_worker, s, out, threads, retry_failed, 0.0, "cpu",
-                                   loggers): s for s in specs}
+            futures = {pool.submit(_worker, g, out, threads, retry_failed, 0.0, "cpu",
+                                   loggers): g for g in groups}
         for f in as_completed(futures):
+            group = futures[f]
+            ids = [s.run_id for s in group] if isinstance(group, list) else [group.run_id]
             try:
-                outcomes.append(f.result())
+                result = f.result()
+                outcomes.extend(result if isinstance(result, list) else [result])
             except BrokenProcessPool:  # a worker was killed: the pool ends every run it had
-                outcomes.append(Outcome(futures[f].run_id, "lost", LOST_WORKER))
+                outcomes.extend(Outcome(i, "lost", LOST_WORKER) for i in ids)
             except Exception as e:  # raised outside the run's own guard (e.g. its run.json)
-                outcomes.append(Outcome(futures[f].run_id, "failed", f"{type(e).__name__}: {e}"))
+                outcomes.extend(Outcome(i, "failed", f"{type(e).__name__}: {e}") for i in ids)
     finally:
         if pool is not None:
             _close(pool)
+    return _in_order(specs, outcomes)
+
+
+def _in_order(specs: Sequence[RunSpec], outcomes: list[Outcome]) -> list[Outcome]:
     order = {s.run_id: i for i, s in enumerate(specs)}
     return sorted(outcomes, key=lambda o: order[o.run_id])
 

@@ -1,0 +1,171 @@
+"""Seeds side by side: S seeds of SAC in one process write exactly the rows each writes alone.
+
+On CPU every seed's slice of the batched critic products is bitwise its own product, so the
+checks here are equalities, not tolerances: the batched update against solo updates, a suite
+run side by side against the same suite run one seed at a time, and the checkpoints of the
+two ways read by each other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_suite
+from test_runner import rows, run_dir, specs_for
+
+import mbrl_bench.loops.policy_seeds as policy_seeds
+from mbrl_bench.buffer import Batch
+from mbrl_bench.errors import ConfigError, NonFiniteError
+from mbrl_bench.optimizers.sac import SAC, SACConfig
+from mbrl_bench.optimizers.sac_seeds import SeedsSAC
+from mbrl_bench.runner.execute import run_all, side_by_side_groups
+
+OBS, ACT = 5, 2
+SUITE = tiny_suite(600, 300, episodes=2)  # 300 random steps, then 300 of updates
+
+
+def _agent(seed: int, **settings: object) -> SAC:
+    torch.manual_seed(seed)  # as the composition root: initialisation from the run's seed
+    return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT),
+               SACConfig(hidden_sizes=(32, 32), batch_size=64, **settings),  # type: ignore[arg-type]
+               torch.Generator().manual_seed(seed))
+
+
+def _batches(seed: int, n: int) -> list[Batch]:
+    g = torch.Generator().manual_seed(1000 + seed)
+    out = []
+    for _ in range(n):
+        r = torch.randn(64, 2 * OBS + ACT + 2, generator=g)
+        out.append(Batch(r[:, :OBS], r[:, OBS:OBS + ACT].tanh(), r[:, OBS + ACT],
+                         r[:, OBS + ACT + 1:2 * OBS + ACT + 1], (r[:, -1] > 1.0).float()))
+    return out
+
+
+def _assert_same_agent(a: SAC, b: SAC) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    for part in ("actor", "critic", "target_critic"):
+        for name, value in sa[part].items():
+            assert torch.equal(value, sb[part][name]), f"{part}.{name}"
+    assert torch.equal(sa["log_alpha"], sb["log_alpha"])
+    assert sa["updates"] == sb["updates"]
+    oa, ob = sa["optimizer"], sb["optimizer"]
+    assert oa["param_groups"] == ob["param_groups"]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i, state in oa["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, ob["state"][i][key]), f"optimizer state {i}.{key}"
+
+
+@pytest.mark.parametrize("learn_alpha", [True, False])
+def test_batched_updates_equal_each_seed_alone_bitwise(learn_alpha: bool) -> None:
+    seeds, n = (0, 1, 2), 6
+    data = {s: _batches(s, 2 * n) for s in seeds}
+    alone = [_agent(s, learn_alpha=learn_alpha) for s in seeds]
+    alone_out = [[a.update(b) for b in data[s]] for s, a in zip(seeds, alone, strict=True)]
+    # the side-by-side agents first train alone (a run resumed from a solo checkpoint), then
+    # together from that state
+    together = [_agent(s, learn_alpha=learn_alpha) for s in seeds]
+    for s, a in zip(seeds, together, strict=True):
+        for b in data[s][:n]:
+            a.update(b)
+    batched = SeedsSAC(together)
+    outs = [batched.update([data[s][k] for s in seeds]) for k in range(n, 2 * n)]
+    batched.write_back()
+    for i, s in enumerate(seeds):
+        for k in range(n, 2 * n):
+            want = torch.stack([alone_out[i][k][key] for key in SAC.update_keys])
+            assert torch.equal(outs[k - n][i], want), f"seed {s} update {k} diagnostics"
+        _assert_same_agent(alone[i], together[i])
+
+
+def test_seeds_of_different_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="one SAC configuration"):
+        SeedsSAC([_agent(0), _agent(1, tau=0.01)])
+
+
+def test_a_suite_side_by_side_writes_the_rows_of_each_seed_alone(files: Path) -> None:
+    specs = specs_for(files, SUITE, seeds=(0, 1, 2))
+    lines: list[str] = []
+    side = run_all(specs, files / "side", threads=1, progress=lines.append, side_by_side=True)
+    alone = run_all(specs, files / "alone", threads=1, progress=lambda s: None)
+    assert [o.status for o in side] == [o.status for o in alone] == ["complete"] * 3
+    assert any(line.startswith("side by side: ") for line in lines)
+    ids = [s.run_id for s in specs]
+    for seed in (0, 1, 2):
+        for name in ("evals.csv", "metrics.csv"):
+            got = rows(run_dir(files / "side", seed) / name)
+            assert got and got == rows(run_dir(files / "alone", seed) / name), (seed, name)
+        meta = json.loads((run_dir(files / "side", seed) / "run.json").read_text())
+        assert meta["side_by_side"] == ids and meta["status"] == "complete"
+
+
+def test_checkpoints_move_between_side_by_side_and_alone(files: Path) -> None:
+    """Started side by side and finished alone, or started alone (one seed further than the
+    other) and finished side by side: the rows of runs made alone from start to end."""
+    specs = specs_for(files, tiny_suite(800, 400, episodes=2), seeds=(0, 1))
+    half = specs_for(files, tiny_suite(400, 400, episodes=2), seeds=(0, 1))
+    run_all(specs, files / "alone", threads=1, progress=lambda s: None)
+    run_all(half, files / "a", threads=1, progress=lambda s: None, side_by_side=True)
+    run_all(specs, files / "a", threads=1, progress=lambda s: None)
+    run_all(half[:1], files / "b", threads=1, progress=lambda s: None)
+    lines: list[str] = []
+    outcomes = run_all(specs, files / "b", threads=1, progress=lines.append, side_by_side=True)
+    assert [o.status for o in outcomes] == ["complete", "complete"]
+    assert any("different steps" in line for line in lines)
+    for seed in (0, 1):
+        want = rows(run_dir(files / "alone", seed) / "evals.csv")
+        for out in ("a", "b"):
+            assert rows(run_dir(files / out, seed) / "evals.csv") == want, (out, seed)
+            assert (rows(run_dir(files / out, seed) / "metrics.csv")
+                    == rows(run_dir(files / "alone", seed) / "metrics.csv")), (out, seed)
+
+
+def test_a_failing_seed_is_recorded_failed_and_the_others_finish(
+        files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = specs_for(files, SUITE, seeds=(0, 1, 2))
+    run_all(specs, files / "alone", threads=1, progress=lambda s: None)
+    real = policy_seeds.evaluate_policy
+
+    def failing(c, sc, store):  # type: ignore[no-untyped-def]
+        if c.seed == 1 and sc.step == 600:
+            raise NonFiniteError("non-finite evaluation return at env step 600")
+        return real(c, sc, store)
+
+    monkeypatch.setattr(policy_seeds, "evaluate_policy", failing)
+    outcomes = run_all(specs, files / "side", threads=1, progress=lambda s: None,
+                       side_by_side=True)
+    assert [o.status for o in outcomes] == ["complete", "failed", "complete"]
+    assert "NonFiniteError" in (outcomes[1].error or "")
+    for seed in (0, 2):
+        assert (rows(run_dir(files / "side", seed) / "evals.csv")
+                == rows(run_dir(files / "alone", seed) / "evals.csv")), seed
+
+
+def test_only_model_free_sac_groups_and_ray_is_refused(files: Path) -> None:
+    sac = specs_for(files, SUITE, seeds=(0, 1))
+    mbpo = specs_for(files, SUITE, seeds=(0, 1), algo="tiny-mbpo")
+    lines: list[str] = []
+    groups = side_by_side_groups([*sac, *mbpo], lines.append)
+    assert [[s.run_id for s in g] for g in groups] == [
+        [s.run_id for s in sac], [mbpo[0].run_id], [mbpo[1].run_id]]
+    assert lines == ["tiny-mbpo: side by side trains model-free SAC only (this recipe has a "
+                     "model); its runs go one at a time"]
+    with pytest.raises(ConfigError, match="--side-by-side"):
+        run_all(sac, files / "o", executor="ray", side_by_side=True)
+
+
+def test_a_local_pool_runs_a_group_in_one_worker(files: Path) -> None:
+    specs = specs_for(files, tiny_suite(400, 400, episodes=1), seeds=(0, 1))
+    side = run_all(specs, files / "side", workers=2, threads=1, progress=lambda s: None,
+                   side_by_side=True)
+    run_all(specs, files / "alone", threads=1, progress=lambda s: None)
+    assert [o.status for o in side] == ["complete", "complete"]
+    pids = {json.loads((run_dir(files / "side", s) / "run.json").read_text())["pid"]
+            for s in (0, 1)}
+    assert len(pids) == 1
+    for seed in (0, 1):
+        assert (rows(run_dir(files / "side", seed) / "evals.csv")
+                == rows(run_dir(files / "alone", seed) / "evals.csv"))
