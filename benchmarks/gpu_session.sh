@@ -3,7 +3,8 @@
 # in the order of their value, each with its own time limit, everything written to $OUT:
 #   1. the device and the software (nvidia-smi, torch, CPU);
 #   2. benchmarks/precision_speed.py on the GPU: fp32 against bf16 for the ensemble, and
-#      benchmarks/sac_compile.py: the SAC update eager, compiled and as CUDA graphs (issue 13);
+#      benchmarks/sac_compile.py: the SAC update eager, compiled and as CUDA graphs, and
+#      benchmarks/side_by_side_speed.py: 1, 2 and 5 seeds' updates side by side (issue 13);
 #   3. benchmarks/gpu_check.py: the smoke suite, MBPO on InvertedPendulum-v5 for 1,000 steps and
 #      PETS on the cart-pole for 50 steps on cuda, per phase, nothing beside it (issue 11);
 #   4. at once: the same check on the CPU (4 threads), and benchmarks/precision_learning.py on
@@ -36,6 +37,10 @@ t=$(date +%s)
 timeout 90 python3 benchmarks/sac_compile.py --device cuda --repeats 5 --updates 200 \
   --out "$OUT/sac_compile_cuda.txt" 2>&1 | grep -v '^W' | tail -n 8 | tee -a "$log"
 echo "sac_compile: $(( $(date +%s) - t )) s" | tee -a "$log"
+t=$(date +%s)
+timeout 60 python3 benchmarks/side_by_side_speed.py --device cuda --seeds 1,2,5 --repeats 5 \
+  --updates 200 --out "$OUT/side_by_side_cuda.txt" 2>&1 | tail -n 5 | tee -a "$log"
+echo "side_by_side_speed: $(( $(date +%s) - t )) s" | tee -a "$log"
 t=$(date +%s)
 timeout 200 python3 benchmarks/gpu_check.py --devices cuda --out /tmp/gpu_check 2>&1 \
   | tee -a "$log"
