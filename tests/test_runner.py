@@ -134,9 +134,9 @@ def test_killed_run_resumes_to_the_same_rows(files: Path) -> None:
 
 def test_sigterm_records_the_run_interrupted_and_it_resumes(files: Path) -> None:
     """SIGTERM (a cluster's time limit) to `bench run` in process, SIGTERM to one pool worker,
-    Ctrl-C (SIGINT to the process group) with a pool: each run in progress records itself
-    interrupted instead of staying marked running, nothing prints a traceback, and the same
-    command resumes."""
+    Ctrl-C (SIGINT to the process group) without and with a pool: each run in progress records
+    itself interrupted instead of staying marked running, nothing prints a traceback, and the
+    same command resumes."""
     suite = files / "suites" / "t.toml"
     suite.write_text(tiny_suite(400, 100).replace("seeds = [0]", "seeds = [0, 1]"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -146,7 +146,7 @@ def test_sigterm_records_the_run_interrupted_and_it_resumes(files: Path) -> None
                 str(out), "--algorithms-dir", str(files / "algorithms"), "--workers", workers,
                 "--threads", "1"]
 
-    for workers, target in (("1", "pid"), ("2", "pid"), ("2", "group")):
+    for workers, target in (("1", "pid"), ("1", "group"), ("2", "pid"), ("2", "group")):
         out = files / f"out-{workers}-{target}"
         metas = [run_dir(out, seed) / "run.json" for seed in (0, 1)]
         proc = subprocess.Popen(command(out, workers), env=env, stdout=subprocess.PIPE,
@@ -356,22 +356,46 @@ def test_two_recipes_with_one_name_are_refused(files: Path) -> None:
                extra_dirs=(files / "algorithms",))
 
 
-def test_a_sigterm_during_a_store_write_interrupts_once_the_write_is_complete() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_sigterm_during_a_store_write_interrupts_once_the_write_is_complete(
+        signum: int) -> None:
     """A SIGTERM inside ``torch.save`` of a checkpoint left a half-written file and recorded the
-    run failed (CI saw it); the loop's writes now finish first, then the run is interrupted."""
+    run failed (CI saw it); the loop's writes now finish first, then the run is interrupted.
+    The same for Ctrl-C (SIGINT) in the process that runs ``bench run``."""
     from mbrl_bench.runner import execute
 
     written: list[dict[str, int]] = []
 
     class Store:
         def save_checkpoint(self, state: dict[str, int]) -> None:
-            execute._interrupt(signal.SIGTERM, None)  # the signal arrives mid-write
+            execute._interrupt(signum, None)  # the signal arrives mid-write
             written.append(state)
 
     try:
         with pytest.raises(KeyboardInterrupt):
             execute._HeldWrites(Store()).save_checkpoint({"step": 1})  # type: ignore[arg-type]
         assert written == [{"step": 1}]
+        assert not execute._HOLD and not execute._PENDING
+    finally:
+        execute._HOLD = execute._PENDING = False
+
+
+def test_a_second_ctrl_c_while_one_waits_interrupts_at_once() -> None:
+    from mbrl_bench.runner import execute
+
+    raised_by = None
+    try:
+        with contextlib.suppress(KeyboardInterrupt), execute._uninterruptible():
+            execute._interrupt(signal.SIGINT, None)  # waits for the hold's end
+            raised_by = "the first"
+            assert execute._PENDING
+            try:
+                execute._interrupt(signal.SIGINT, None)  # the second: at once
+            except KeyboardInterrupt:
+                raised_by = "the second"
+                raise
+            raised_by = "none"
+        assert raised_by == "the second"
         assert not execute._HOLD and not execute._PENDING
     finally:
         execute._HOLD = execute._PENDING = False

@@ -539,8 +539,14 @@ _PENDING = False
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM's handler, and SIGINT's in the process that runs ``bench run``: interrupt now,
+    or, while held, once the hold ends. A second Ctrl-C while one waits interrupts at once
+    (a way out of a process that hangs)."""
     global _HOLD, _PENDING
     if _HOLD:
+        if _PENDING and signum == signal.SIGINT:
+            _PENDING = False  # this raise is the waiting interrupt's
+            raise KeyboardInterrupt
         _PENDING = True
         return
     _HOLD = True  # until the interrupted run has recorded itself (a pool may signal twice)
@@ -594,14 +600,18 @@ class _HeldWrites:
 def sigterm_interrupts() -> Iterator[None]:
     """Within it, SIGTERM (a cluster scheduler's time limit, ``kill``) interrupts as Ctrl-C does:
     the run in progress records itself ``interrupted`` and closes its trackers before the
-    process ends, instead of being left marked running (``died``). Main thread only; the
-    local executors (on Ray, ``ray.init`` installs Ray's own SIGTERM handling)."""
+    process ends, instead of being left marked running (``died``). Both wait while a run
+    writes its record, a checkpoint or a row (an interrupt inside ``torch.save`` left a broken
+    file and the run recorded failed). Main thread only; the local executors (on Ray,
+    ``ray.init`` installs Ray's own SIGTERM handling)."""
     global _HOLD, _PENDING
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         _HOLD = _PENDING = False
 
 
