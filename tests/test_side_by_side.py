@@ -27,10 +27,10 @@ OBS, ACT = 5, 2
 SUITE = tiny_suite(600, 300, episodes=2)  # 300 random steps, then 300 of updates
 
 
-def _agent(seed: int, **settings: object) -> SAC:
+def _agent(seed: int, hidden: tuple[int, ...] = (32, 32), **settings: object) -> SAC:
     torch.manual_seed(seed)  # as the composition root: initialisation from the run's seed
     return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT),
-               SACConfig(hidden_sizes=(32, 32), batch_size=64, **settings),  # type: ignore[arg-type]
+               SACConfig(hidden_sizes=hidden, batch_size=64, **settings),  # type: ignore[arg-type]
                torch.Generator().manual_seed(seed))
 
 
@@ -59,21 +59,25 @@ def _assert_same_agent(a: SAC, b: SAC) -> None:
             assert torch.equal(value, ob["state"][i][key]), f"optimizer state {i}.{key}"
 
 
-@pytest.mark.parametrize("learn_alpha", [True, False])
-def test_batched_updates_equal_each_seed_alone_bitwise(learn_alpha: bool) -> None:
-    seeds, n = (0, 1, 2), 6
+@pytest.mark.parametrize(("n_seeds", "hidden", "learn_alpha"), [
+    (3, (32, 32), True), (3, (32, 32), False), (8, (32, 32), True), (4, (20, 13), True)])
+def test_batched_updates_equal_each_seed_alone_bitwise(
+        n_seeds: int, hidden: tuple[int, ...], learn_alpha: bool) -> None:
+    """Up to 8 seeds (16 critic members: more than a vector of floats, where an optimizer
+    stepping all seeds' tensors at once rounds differently) and widths that are no multiple
+    of a vector's."""
+    seeds, n = tuple(range(n_seeds)), 4
     data = {s: _batches(s, 2 * n) for s in seeds}
-    alone = [_agent(s, learn_alpha=learn_alpha) for s in seeds]
+    alone = [_agent(s, hidden, learn_alpha=learn_alpha) for s in seeds]
     alone_out = [[a.update(b) for b in data[s]] for s, a in zip(seeds, alone, strict=True)]
     # the side-by-side agents first train alone (a run resumed from a solo checkpoint), then
     # together from that state
-    together = [_agent(s, learn_alpha=learn_alpha) for s in seeds]
+    together = [_agent(s, hidden, learn_alpha=learn_alpha) for s in seeds]
     for s, a in zip(seeds, together, strict=True):
         for b in data[s][:n]:
             a.update(b)
     batched = SeedsSAC(together)
     outs = [batched.update([data[s][k] for s in seeds]) for k in range(n, 2 * n)]
-    batched.write_back()
     for i, s in enumerate(seeds):
         for k in range(n, 2 * n):
             want = torch.stack([alone_out[i][k][key] for key in SAC.update_keys])
@@ -103,24 +107,61 @@ def test_a_suite_side_by_side_writes_the_rows_of_each_seed_alone(files: Path) ->
 
 
 def test_checkpoints_move_between_side_by_side_and_alone(files: Path) -> None:
-    """Started side by side and finished alone, or started alone (one seed further than the
-    other) and finished side by side: the rows of runs made alone from start to end."""
-    specs = specs_for(files, tiny_suite(800, 400, episodes=2), seeds=(0, 1))
-    half = specs_for(files, tiny_suite(400, 400, episodes=2), seeds=(0, 1))
-    run_all(specs, files / "alone", threads=1, progress=lambda s: None)
-    run_all(half, files / "a", threads=1, progress=lambda s: None, side_by_side=True)
-    run_all(specs, files / "a", threads=1, progress=lambda s: None)
-    run_all(half[:1], files / "b", threads=1, progress=lambda s: None)
+    """Started side by side and finished alone, started alone (one seed further than the
+    other) and finished side by side, or stopped side by side before the first update and
+    continued side by side: the rows of runs made alone from start to end."""
+    suite = {budget: specs_for(files, tiny_suite(budget, 200, episodes=2), seeds=(0, 1))
+             for budget in (200, 400, 800)}  # 300 random steps: no update by 200
+    quiet = {"threads": 1, "progress": lambda s: None}
+    run_all(suite[800], files / "alone", **quiet)  # type: ignore[arg-type]
+    run_all(suite[400], files / "a", side_by_side=True, **quiet)  # type: ignore[arg-type]
+    run_all(suite[800], files / "a", **quiet)  # type: ignore[arg-type]
+    run_all(suite[400][:1], files / "b", **quiet)  # type: ignore[arg-type]
     lines: list[str] = []
-    outcomes = run_all(specs, files / "b", threads=1, progress=lines.append, side_by_side=True)
+    outcomes = run_all(suite[800], files / "b", threads=1, progress=lines.append,
+                       side_by_side=True)
     assert [o.status for o in outcomes] == ["complete", "complete"]
     assert any("different steps" in line for line in lines)
+    run_all(suite[200], files / "c", side_by_side=True, **quiet)  # type: ignore[arg-type]
+    run_all(suite[800], files / "c", side_by_side=True, **quiet)  # type: ignore[arg-type]
     for seed in (0, 1):
-        want = rows(run_dir(files / "alone", seed) / "evals.csv")
-        for out in ("a", "b"):
-            assert rows(run_dir(files / out, seed) / "evals.csv") == want, (out, seed)
-            assert (rows(run_dir(files / out, seed) / "metrics.csv")
-                    == rows(run_dir(files / "alone", seed) / "metrics.csv")), (out, seed)
+        for out in ("a", "b", "c"):
+            for name in ("evals.csv", "metrics.csv"):
+                assert (rows(run_dir(files / out, seed) / name)
+                        == rows(run_dir(files / "alone", seed) / name)), (out, seed, name)
+
+
+def test_an_interrupt_leaves_no_seed_running_and_the_same_command_resumes(
+        files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM side by side, or while seeds run one at a time after their
+    checkpoints turned out uneven: every seed is recorded interrupted, none left running."""
+    import mbrl_bench.runner.compose as compose_mod
+
+    full = specs_for(files, tiny_suite(800, 200, episodes=1), seeds=(0, 1, 2))
+    half = specs_for(files, tiny_suite(400, 200, episodes=1), seeds=(0, 1, 2))
+    quiet = {"threads": 1, "progress": lambda s: None}
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    def statuses(out: Path) -> list[str]:
+        return [json.loads((run_dir(out, s) / "run.json").read_text())["status"]
+                for s in (0, 1, 2)]
+
+    with monkeypatch.context() as m:
+        m.setattr(policy_seeds, "run_policy_loop_seeds", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(full, files / "a", side_by_side=True, **quiet)  # type: ignore[arg-type]
+    assert statuses(files / "a") == ["interrupted"] * 3
+    run_all(half[:1], files / "b", **quiet)  # type: ignore[arg-type]
+    with monkeypatch.context() as m:  # uneven: one at a time, the first one interrupted
+        m.setitem(compose_mod.LOOP_RUNNERS, "policy", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(full, files / "b", side_by_side=True, **quiet)  # type: ignore[arg-type]
+    assert statuses(files / "b") == ["interrupted"] * 3
+    for out in ("a", "b"):
+        again = run_all(full, files / out, side_by_side=True, **quiet)  # type: ignore[arg-type]
+        assert [o.status for o in again] == ["complete"] * 3
 
 
 def test_a_failing_seed_is_recorded_failed_and_the_others_finish(
@@ -142,6 +183,27 @@ def test_a_failing_seed_is_recorded_failed_and_the_others_finish(
     for seed in (0, 2):
         assert (rows(run_dir(files / "side", seed) / "evals.csv")
                 == rows(run_dir(files / "alone", seed) / "evals.csv")), seed
+
+
+def test_a_seed_whose_env_fails_is_recorded_failed_and_the_others_finish(
+        files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    specs = specs_for(files, SUITE, seeds=(0, 1, 2))
+    run_all(specs, files / "alone", threads=1, progress=lambda s: None)
+    real = policy_seeds.collect
+
+    def failing(c, sc, own, random_steps):  # type: ignore[no-untyped-def]
+        if c.seed == 2 and sc.step == 450:
+            raise RuntimeError("the simulator crashed")
+        return real(c, sc, own, random_steps)
+
+    monkeypatch.setattr(policy_seeds, "collect", failing)
+    outcomes = run_all(specs, files / "side", threads=1, progress=lambda s: None,
+                       side_by_side=True)
+    assert [o.status for o in outcomes] == ["complete", "complete", "failed"]
+    assert "the simulator crashed" in (outcomes[2].error or "")
+    for seed in (0, 1):
+        assert (rows(run_dir(files / "side", seed) / "metrics.csv")
+                == rows(run_dir(files / "alone", seed) / "metrics.csv")), seed
 
 
 def test_only_model_free_sac_groups_and_ray_is_refused(files: Path) -> None:

@@ -9,8 +9,7 @@ as in :mod:`~mbrl_bench.loops.policy`:
 1. **collect**: one real step of every seed (random actions, then its own policy);
 2. **update**: ``updates_per_step`` batched updates;
 3. **log** each seed's metrics row, **evaluate** each seed, then write each seed's checkpoint
-   (the batched state written back into its solo agent first, so that the checkpoint is the
-   one its run writes alone).
+   (the one its run writes alone: every parameter and optimizer state is its solo agent's).
 
 On CPU each seed writes the rows it writes alone (``tests/test_side_by_side.py``). Timing
 columns are the group's: ``update_s`` is the batched updates' time divided by S, and
@@ -50,7 +49,8 @@ def run_policy_loop_seeds(
     scs = [Scaffold(c, store, progress, parts={"optimizer": c.optimizer, "buffer": c.buffer,
                                                "model_phase": None})
            for c, store in zip(cs, stores, strict=True)]
-    owns = [Own.restored(c, sc.start()) for c, sc in zip(cs, scs, strict=True)]
+    owns = [_per_seed(i, partial(_start, c, sc)) for i, (c, sc) in enumerate(zip(
+        cs, scs, strict=True))]
     if len({sc.step for sc in scs}) != 1:
         raise UnevenSeeds(", ".join(f"{c.run_id} at step {sc.step}"
                                     for c, sc in zip(cs, scs, strict=True)))
@@ -58,9 +58,9 @@ def run_policy_loop_seeds(
     sc0 = scs[0]
     while sc0.step < sc0.budget:
         # --- collect: one step of every seed
-        for c, sc, own in zip(cs, scs, owns, strict=True):
+        for i, (c, sc, own) in enumerate(zip(cs, scs, owns, strict=True)):
             t_phase = time.perf_counter()
-            collect(c, sc, own, cfg.initial_random_steps)
+            _per_seed(i, partial(collect, c, sc, own, cfg.initial_random_steps))
             lap(own, 0, t_phase)
         # --- update: every seed's batch, one batched step (same schedule for every seed)
         if (sc0.step >= cfg.initial_random_steps
@@ -70,15 +70,19 @@ def run_policy_loop_seeds(
         lines = [_per_seed(i, partial(log_row, cs[i], sc, owns[i], stores[i]))
                  if sc.log_due(cfg.log_every) else None for i, sc in enumerate(scs)]
         if sc0.eval_due():
-            seeds.write_back()
             for i, sc in enumerate(scs):
                 sc.begin_eval()
                 _per_seed(i, partial(evaluate_policy, cs[i], sc, stores[i]))
-                sc.checkpoint(owns[i].state())
+                _per_seed(i, partial(sc.checkpoint, owns[i].state()))
                 sc.end_eval()
         for line in lines:
             if line is not None:
                 progress(line())
+
+
+def _start(c: Components, sc: Scaffold) -> Own:
+    """Start (or resume) one seed's run: its loop state."""
+    return Own.restored(c, sc.start())
 
 
 def _update(cs: Sequence[Components], owns: Sequence[Own], seeds: SeedsSAC) -> None:

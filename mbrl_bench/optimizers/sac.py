@@ -130,21 +130,27 @@ class TwinCritic(nn.Module):
     ) -> torch.Tensor:
         """Q values ``members x B``; with ``detach_weights`` no gradient reaches the weights."""
         x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.members, -1, -1)
-        return self.forward_members(x, detach_weights)
+        weights = self.weights()
+        return critic_q(x, [w.detach() for w in weights] if detach_weights else weights)
 
-    def forward_members(self, x: torch.Tensor, detach_weights: bool = False) -> torch.Tensor:
-        """Q values ``members x B`` of inputs ``members x B x (O + A)``, one row block per
-        member (each member sees its own inputs: how seeds side by side share one critic)."""
+    def weights(self) -> list[torch.Tensor]:
+        """The parameters in :func:`critic_q`'s order: each hidden layer's weight
+        ``members x in x out`` and bias ``members x 1 x out``, then the output layer's weight
+        ``members x 1 x H`` and bias ``members x 1``."""
+        out: list[torch.Tensor] = []
         for layer in self.layers:
             lin: Any = layer
-            w, b = (lin.weight.detach(), lin.bias.detach()) if detach_weights else (
-                lin.weight, lin.bias)
-            x = torch.baddbmm(b, x, w).relu_()  # in place: baddbmm's backward needs no output
-        w_out: torch.Tensor = self.out_weight
-        b_out: torch.Tensor = self.out_bias
-        if detach_weights:
-            w_out, b_out = w_out.detach(), b_out.detach()
-        return (x * w_out).sum(-1) + b_out
+            out += [lin.weight, lin.bias]
+        return [*out, self.out_weight, self.out_bias]
+
+
+def critic_q(x: torch.Tensor, weights: list[torch.Tensor]) -> torch.Tensor:
+    """Q values ``M x B`` of M critics with ``weights`` (:meth:`TwinCritic.weights`, for M
+    members) on inputs ``M x B x (O + A)``, each member on its own rows."""
+    *hidden, w_out, b_out = weights
+    for w, b in zip(hidden[::2], hidden[1::2], strict=True):
+        x = torch.baddbmm(b, x, w).relu_()  # in place: baddbmm's backward needs no output
+    return (x * w_out).sum(-1) + b_out
 
 
 def _normal(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -308,15 +308,12 @@ def _take_lock(lock: Any, wait_s: float) -> bool:
             time.sleep(0.5)
 
 
-def _run_attempt(began: _Attempt, progress: Callable[[str], None], recorded: bool = False
-                 ) -> Outcome:
-    """Run one attempt's loop to its end and record how it ended (``recorded``: its
-    ``run.json`` already says running)."""
+def _run_attempt(began: _Attempt, progress: Callable[[str], None]) -> Outcome:
+    """Run one attempt's loop to its end and record how it ended."""
     from mbrl_bench.runner.compose import LOOP_RUNNERS
 
     try:
-        if not recorded:
-            began.record_start()
+        began.record_start()
         c = began.compose(progress)
         with device_check():
             LOOP_RUNNERS[began.spec.recipe.parts[0].name](c, _HeldWrites(began.store), progress)
@@ -394,39 +391,69 @@ def execute_side_by_side(specs: Sequence[RunSpec], out: Path,
 
 
 def _run_group(attempts: list[_Attempt], progress: Callable[[str], None]) -> dict[str, Outcome]:
-    """Run attempts (locks held) side by side and record how each ended. A seed that fails is
-    recorded failed and the others go on side by side from their last checkpoints; seeds whose
-    checkpoints are at different steps run one at a time."""
+    """Run attempts (locks held) side by side and record how each ended. A seed that fails on
+    its own is recorded failed and the others go on side by side from their last checkpoints;
+    seeds whose checkpoints are at different steps run one at a time."""
     from mbrl_bench.loops.policy_seeds import SeedFailure, UnevenSeeds, run_policy_loop_seeds
 
     ids = [a.spec.run_id for a in attempts]
     progress(f"side by side: {', '.join(ids)}")
+    recorded: list[_Attempt] = []
     try:
         for a in attempts:
             a.record_start(ids)
-        cs = [a.compose(progress) for a in attempts]
+            recorded.append(a)
+        cs = []
+        for i, a in enumerate(attempts):
+            try:
+                cs.append(a.compose(progress))
+            except Exception as e:
+                raise SeedFailure(i, e) from e
         with device_check():
             run_policy_loop_seeds(cs, [_HeldWrites(a.store) for a in attempts], progress)
     except KeyboardInterrupt:
-        for a in attempts:
-            a.finish("interrupted")
+        _record_ends(recorded, "interrupted")
         raise
     except UnevenSeeds as e:
         progress(f"side by side: the seeds' checkpoints are at different steps ({e}); they "
                  "run one at a time")
-        return {a.spec.run_id: _run_attempt(a, progress, recorded=True) for a in attempts}
+        return _one_at_a_time(attempts, progress)
     except SeedFailure as e:
         bad = attempts[e.index]
         outcomes = {bad.spec.run_id: bad.failed(e.error, progress)}
         rest = [a for a in attempts if a is not bad]
+        for a in rest:  # reopened on resume, which drops their rows after the checkpoint
+            a.store.close_trackers()
         progress(f"side by side: {bad.spec.run_id} failed; the others go on from their last "
                  "checkpoints")
-        if len(rest) == 1:
-            return outcomes | {rest[0].spec.run_id: _run_attempt(rest[0], progress)}
-        return outcomes | _run_group(rest, progress)
-    except Exception as e:  # in the shared update or set-up: every seed's failure
-        return {a.spec.run_id: a.failed(e, progress) for a in attempts}
-    return {a.spec.run_id: a.finish("complete") for a in attempts}
+        return outcomes | (_one_at_a_time(rest, progress) if len(rest) == 1
+                           else _run_group(rest, progress))
+    except Exception as e:  # in the shared update: every seed's failure
+        tb = traceback.format_exc(limit=-3)
+        progress(f"side by side: FAILED: {type(e).__name__}: {e}")
+        return _record_ends(attempts, "failed", f"{type(e).__name__}: {e}\n{tb}")
+    return _record_ends(attempts, "complete")
+
+
+def _one_at_a_time(attempts: list[_Attempt], progress: Callable[[str], None]
+                   ) -> dict[str, Outcome]:
+    """Run recorded attempts one after another; on an interrupt, those not yet run are
+    recorded interrupted too."""
+    outcomes = {}
+    for i, a in enumerate(attempts):
+        try:
+            outcomes[a.spec.run_id] = _run_attempt(a, progress)
+        except KeyboardInterrupt:
+            _record_ends(attempts[i + 1:], "interrupted")
+            raise
+    return outcomes
+
+
+def _record_ends(attempts: Sequence[_Attempt], status: str, error: str | None = None
+                 ) -> dict[str, Outcome]:
+    """Record how every attempt ended, all under one hold of interrupts."""
+    with _uninterruptible():
+        return {a.spec.run_id: a.record_end(status, error) for a in attempts}
 
 
 @dataclass
@@ -490,6 +517,7 @@ class _Attempt:
         from mbrl_bench.devices import describe
 
         meta, store = self.meta, self.store
+        self.started = time.perf_counter()
         with _uninterruptible():  # a SIGTERM meanwhile interrupts once the record is written
             store.write_meta({
                 **self.spec.meta(), "status": "running",
@@ -520,10 +548,15 @@ class _Attempt:
         return c
 
     def finish(self, status: str, error: str | None = None) -> Outcome:
+        """Record how the attempt ended (a SIGTERM meanwhile interrupts once it is written)."""
         with _uninterruptible():
-            self.store.update_meta(status=status, error=error, ended_at=now(),
-                                   wall_clock_s=self.prior + time.perf_counter() - self.started)
-            self.store.close_trackers()
+            return self.record_end(status, error)
+
+    def record_end(self, status: str, error: str | None = None) -> Outcome:
+        """:meth:`finish` without holding interrupts (for a caller that holds them)."""
+        self.store.update_meta(status=status, error=error, ended_at=now(),
+                               wall_clock_s=self.prior + time.perf_counter() - self.started)
+        self.store.close_trackers()
         return Outcome(self.spec.run_id, status, error)
 
     def failed(self, e: BaseException, progress: Callable[[str], None]) -> Outcome:
