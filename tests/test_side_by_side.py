@@ -225,9 +225,9 @@ def test_a_local_pool_runs_a_group_in_one_worker(files: Path) -> None:
                    side_by_side=True)
     run_all(specs, files / "alone", threads=1, progress=lambda s: None)
     assert [o.status for o in side] == ["complete", "complete"]
-    pids = {json.loads((run_dir(files / "side", s) / "run.json").read_text())["pid"]
-            for s in (0, 1)}
-    assert len(pids) == 1
+    metas = [json.loads((run_dir(files / "side", s) / "run.json").read_text()) for s in (0, 1)]
+    assert len({m["pid"] for m in metas}) == 1
+    assert all(m["side_by_side"] == [s.run_id for s in specs] for m in metas)
     for seed in (0, 1):
         assert (rows(run_dir(files / "side", seed) / "evals.csv")
                 == rows(run_dir(files / "alone", seed) / "evals.csv"))

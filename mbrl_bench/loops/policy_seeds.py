@@ -70,10 +70,13 @@ def run_policy_loop_seeds(
         lines = [_per_seed(i, partial(log_row, cs[i], sc, owns[i], stores[i]))
                  if sc.log_due(cfg.log_every) else None for i, sc in enumerate(scs)]
         if sc0.eval_due():
+            for sc in scs:  # every seed's evaluation, then every checkpoint: a seed that fails
+                sc.begin_eval()  # leaves the others' checkpoints at one step
             for i, sc in enumerate(scs):
-                sc.begin_eval()
                 _per_seed(i, partial(evaluate_policy, cs[i], sc, stores[i]))
+            for i, sc in enumerate(scs):
                 _per_seed(i, partial(sc.checkpoint, owns[i].state()))
+            for sc in scs:
                 sc.end_eval()
         for line in lines:
             if line is not None:

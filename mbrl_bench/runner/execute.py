@@ -398,11 +398,9 @@ def _run_group(attempts: list[_Attempt], progress: Callable[[str], None]) -> dic
 
     ids = [a.spec.run_id for a in attempts]
     progress(f"side by side: {', '.join(ids)}")
-    recorded: list[_Attempt] = []
     try:
         for a in attempts:
             a.record_start(ids)
-            recorded.append(a)
         cs = []
         for i, a in enumerate(attempts):
             try:
@@ -412,7 +410,7 @@ def _run_group(attempts: list[_Attempt], progress: Callable[[str], None]) -> dic
         with device_check():
             run_policy_loop_seeds(cs, [_HeldWrites(a.store) for a in attempts], progress)
     except KeyboardInterrupt:
-        _record_ends(recorded, "interrupted")
+        _record_ends([a for a in attempts if a.start_recorded], "interrupted")
         raise
     except UnevenSeeds as e:
         progress(f"side by side: the seeds' checkpoints are at different steps ({e}); they "
@@ -420,18 +418,24 @@ def _run_group(attempts: list[_Attempt], progress: Callable[[str], None]) -> dic
         return _one_at_a_time(attempts, progress)
     except SeedFailure as e:
         bad = attempts[e.index]
-        outcomes = {bad.spec.run_id: bad.failed(e.error, progress)}
         rest = [a for a in attempts if a is not bad]
-        for a in rest:  # reopened on resume, which drops their rows after the checkpoint
-            a.store.close_trackers()
-        progress(f"side by side: {bad.spec.run_id} failed; the others go on from their last "
-                 "checkpoints")
+        try:
+            outcomes = {bad.spec.run_id: bad.failed(e.error, progress)}
+            for a in rest:  # reopened on resume, which drops their rows after the checkpoint
+                a.store.close_trackers()
+            progress(f"side by side: {bad.spec.run_id} failed; the others go on from their "
+                     "last checkpoints")
+        except KeyboardInterrupt:
+            _record_ends([a for a in rest if a.start_recorded], "interrupted")
+            raise
         return outcomes | (_one_at_a_time(rest, progress) if len(rest) == 1
                            else _run_group(rest, progress))
     except Exception as e:  # in the shared update: every seed's failure
         tb = traceback.format_exc(limit=-3)
         progress(f"side by side: FAILED: {type(e).__name__}: {e}")
-        return _record_ends(attempts, "failed", f"{type(e).__name__}: {e}\n{tb}")
+        error = f"{type(e).__name__}: {e}\n{tb}"
+        return {a.spec.run_id: Outcome(a.spec.run_id, "failed", error) for a in attempts} | (
+            _record_ends([a for a in attempts if a.start_recorded], "failed", error))
     return _record_ends(attempts, "complete")
 
 
@@ -470,6 +474,8 @@ class _Attempt:
     prior: float
     """Wall-clock seconds of earlier attempts."""
     started: float = 0.0
+    start_recorded: bool = False
+    """Whether :meth:`record_start` has begun writing ``run.json`` (then an end is recorded)."""
 
     @classmethod
     def begin(cls, spec: RunSpec, store: RunStore, progress: Callable[[str], None],
@@ -519,6 +525,7 @@ class _Attempt:
         meta, store = self.meta, self.store
         self.started = time.perf_counter()
         with _uninterruptible():  # a SIGTERM meanwhile interrupts once the record is written
+            self.start_recorded = True  # (before the write: an interrupt's end record needs it)
             store.write_meta({
                 **self.spec.meta(), "status": "running",
                 "started_at": (meta or {}).get("started_at", now()), "ended_at": None,
