@@ -137,8 +137,8 @@ def test_an_interrupt_leaves_no_seed_running_and_the_same_command_resumes(
     checkpoints turned out uneven: every seed is recorded interrupted, none left running."""
     import mbrl_bench.runner.compose as compose_mod
 
-    full = specs_for(files, tiny_suite(800, 200, episodes=1), seeds=(0, 1, 2))
-    half = specs_for(files, tiny_suite(400, 200, episodes=1), seeds=(0, 1, 2))
+    full = specs_for(files, tiny_suite(400, 200, episodes=1), seeds=(0, 1, 2))
+    half = specs_for(files, tiny_suite(200, 200, episodes=1), seeds=(0, 1, 2))
     quiet = {"threads": 1, "progress": lambda s: None}
 
     def interrupted(*args: object) -> None:
