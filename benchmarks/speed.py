@@ -34,9 +34,10 @@ every library once, in turn, in reverse order on odd repeats. The output names t
 its flags and the measured fp32 (and bf16) matrix throughput, and what that throughput allows:
 the arithmetic floor of a SAC update and of a PETS planning step against the measured times.
 
-Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU model; a run replaces the
-figures it measured again and keeps the others). Before writing, the new figures of ours are
-compared with the committed ones for the same CPU model, thread count and benchmark settings
+Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU: model name and torch's CPU
+capability, such as ``speed-amd-epyc-avx512``; a run replaces the figures it measured again and
+keeps the others). Before writing, the new figures of ours are compared with the committed ones
+for the same CPU, thread count and benchmark settings
 (every ``speed-*.csv`` in ``--out``): a quantity more than 30% slower is printed as a warning;
 the benchmark never fails on it.
 """
@@ -70,6 +71,7 @@ from mbrl_bench.models.ensemble import PREDICT_CHUNK_ROWS_CPU
 from mbrl_bench.reporting.speed import (
     OURS,
     cpu_flags,
+    cpu_id,
     cpu_model,
     medians,
     merge,
@@ -243,7 +245,7 @@ def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
               "## Against the committed figures", ""]
     lines += ([f"- warning: {w}" for w in warnings] if warnings
               else ["- no quantity of ours more than 30% slower than the committed figure on "
-                    "this CPU model (or none committed yet)."])
+                    "this CPU (or none committed yet)."])
     return "\n".join(lines) + "\n"
 
 
@@ -318,10 +320,10 @@ def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[
 def main() -> None:
     a, precisions = parse_args()
     torch.set_num_threads(a.threads)
-    cpu, bf16_units = cpu_model(), has_bf16_units(torch.device("cpu"))
-    machine = (f"{cpu} (flags {', '.join(cpu_flags()) or 'none of avx2/avx512/bf16/amx'}; torch "
-               f"CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 matrix units: "
-               f"{'yes' if bf16_units else 'no'}), {a.threads} torch thread(s)")
+    cpu, bf16_units = cpu_id(), has_bf16_units(torch.device("cpu"))
+    machine = (f"{cpu_model()} (flags {', '.join(cpu_flags()) or 'none of avx2/avx512/bf16/amx'}"
+               f"; torch CPU capability {torch.backends.cpu.get_cpu_capability()}; bf16 matrix "
+               f"units: {'yes' if bf16_units else 'no'}), {a.threads} torch thread(s)")
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
     print(machine, flush=True)
     if "bf16" not in precisions:

@@ -9,6 +9,7 @@ import pytest
 
 from mbrl_bench.reporting.speed import (
     cpu_flags,
+    cpu_id,
     cpu_model,
     medians,
     merge,
@@ -42,6 +43,12 @@ def test_cpu_model_and_flags_from_cpuinfo() -> None:
     assert cpu_model(CPUINFO) == "AMD EPYC 9B14"
     assert cpu_flags(CPUINFO) == ["avx2", "fma", "avx512f", "avx512_bf16"]
     assert cpu_model("processor: 0\n") == "unknown"
+
+
+def test_cpu_id_tells_apart_cpus_of_one_model_name() -> None:
+    assert cpu_id(CPUINFO, "AVX512") == "AMD EPYC 9B14 AVX512"
+    assert cpu_id(CPUINFO, "AVX512") != cpu_id(CPUINFO, "AVX2")
+    assert cpu_id(CPUINFO).startswith("AMD EPYC 9B14 ")
 
 
 def test_medians_over_repeats() -> None:

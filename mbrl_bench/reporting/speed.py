@@ -1,12 +1,13 @@
 """Speed figures as rows, and the check of new figures against the committed ones.
 
 ``benchmarks/speed.py`` times each algorithm per phase, ours against its peers, and writes one
-row per timed quantity and repeat: ``cpu`` (the CPU's model name), ``threads``, ``torch``,
+row per timed quantity and repeat: ``cpu`` (the CPU's model name and torch's CPU capability,
+:func:`cpu_id`), ``threads``, ``torch``,
 ``algo``, ``task``, ``settings`` (the benchmark's own settings for that algorithm: steps timed,
 updates per step, ...), ``lib``, ``precision``, ``phase``, ``unit``, ``rep`` and ``value``.
 Every value is a time (lower is faster). The committed files (``results/reference/speed/
 speed-*.csv``) are the reference: :func:`regressions` says where a new measurement of ours is
-more than a tolerance slower than the committed median on the same CPU model and thread count,
+more than a tolerance slower than the committed median on the same CPU and thread count,
 at the same settings.
 It only reports; a benchmark warns with it and never fails.
 """
@@ -43,6 +44,16 @@ def cpu_model(cpuinfo: str | None = None) -> str:
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
+
+
+def cpu_id(cpuinfo: str | None = None, capability: str | None = None) -> str:
+    """The CPU a speed figure belongs to: its model name and torch's CPU capability (``AMD EPYC
+    AVX512``). One model name can cover CPUs of differing speed: this project's "AMD EPYC"
+    machines are some with AVX2 only, some with AVX-512 and AVX512-BF16."""
+    if capability is None:
+        import torch
+        capability = torch.backends.cpu.get_cpu_capability()
+    return f"{cpu_model(cpuinfo)} {capability}"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
