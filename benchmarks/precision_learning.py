@@ -2,10 +2,12 @@
 on the continuous cart-pole, fp32 against bf16, the same seeds, with the model's holdout error
 beside each return (issue 13's check; on a device with bf16 matrix units, where bf16 pays).
 
-    python benchmarks/precision_learning.py [--device cuda] [--seeds 3] [--mbpo-steps 3000]
-        [--pets-steps 500] [--workers 12] [--deadline 0] [--out results/precision_learning]
+    python benchmarks/precision_learning.py [--device cuda] [--algos mbpo,pets] [--seeds 3]
+        [--mbpo-steps 3000] [--pets-steps 500] [--workers 12] [--threads 0] [--deadline 0]
+        [--out results/precision_learning]
 
-Both algorithms run at once (``--workers`` runs in parallel between them, split evenly). With
+The algorithms run at once (``--workers`` runs in parallel between them, split evenly;
+``--threads`` torch threads per run, 0: bench run's default). With
 ``--deadline S`` (seconds) the runs are stopped after S seconds and compared at the largest
 evaluation step every run reached; runs resume, so the same command continues them later.
 Writes ``report.txt`` and ``evals.csv`` in ``--out``.
@@ -100,25 +102,31 @@ def report(runs: list[dict[str, object]], header: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--algos", default="mbpo,pets")
     ap.add_argument("--seeds", default="3")
     ap.add_argument("--mbpo-steps", type=int, default=3000)
     ap.add_argument("--pets-steps", type=int, default=500)
     ap.add_argument("--workers", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--deadline", type=float, default=0.0, help="seconds; 0: none")
     ap.add_argument("--out", type=Path, default=Path("results/precision_learning"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     suite = args.out / "precision.toml"
     suite.write_text(SUITE.format(mbpo_steps=args.mbpo_steps, pets_steps=args.pets_steps))
-    per = max(1, args.workers // 2)
+    algos = [x for x in args.algos.split(",") if x]
+    if not algos or set(algos) - {"mbpo", "pets"}:
+        ap.error(f"--algos: mbpo, pets or both, not {args.algos!r}")
+    per = max(1, args.workers // len(algos))
     common = ["--suite", str(suite), "--seeds", args.seeds, "--set", "model.precision=fp32,bf16",
               "--device", args.device, "--workers", str(per), "--out", str(args.out / "runs")]
     if args.device.startswith("cuda"):
         common += ["--runs-per-gpu", str(per)]
-    cmds = [[sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", "mbpo", "--env",
-             "InvertedPendulum*"],
-            [sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", "pets", "--env",
-             "*CartPole*"]]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    env = {"mbpo": "InvertedPendulum*", "pets": "*CartPole*"}
+    cmds = [[sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", a, "--env", env[a]]
+            for a in algos]
     t0 = time.perf_counter()
     procs = [subprocess.Popen(c, start_new_session=True) for c in cmds]
     stopped = False
@@ -135,12 +143,15 @@ def main() -> None:
     wall = time.perf_counter() - t0
     import torch
 
+    from mbrl_bench.devices import has_bf16_units
+    from mbrl_bench.reporting.speed import cpu_flags, cpu_id
+
     where = (torch.cuda.get_device_name(0) if args.device.startswith("cuda")
-             and torch.cuda.is_available() else "CPU")
+             and torch.cuda.is_available() else
+             f"CPU {cpu_id()} ({' '.join(cpu_flags())}; bf16 matrix units: "
+             f"{'yes' if has_bf16_units(torch.device('cpu')) else 'no'})")
     header = [
-        f"command: python benchmarks/precision_learning.py --device {args.device} --seeds "
-        f"{args.seeds} --mbpo-steps {args.mbpo_steps} --pets-steps {args.pets_steps} "
-        f"--workers {args.workers} --deadline {args.deadline:g}",
+        "command: python benchmarks/precision_learning.py " + " ".join(sys.argv[1:]),
         f"device: {where}; torch {torch.__version__}; {os.cpu_count()} cores; "
         f"{len(cmds)} suites at once, {per} runs each at a time; {wall:.0f} s"
         + (" (stopped at the deadline: compared at the last step every run reached)"
