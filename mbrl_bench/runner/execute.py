@@ -284,14 +284,23 @@ def execute_run(spec: RunSpec, out: Path, progress: Callable[[str], None] = prin
     retried after its node was lost waits for the lost process's lock to be released).
     ``loggers`` (``tensorboard``, ``wandb``) mirror the run's rows into those trackers.
     """
+    with contextlib.ExitStack() as locks:
+        began = _claim(spec, out, locks, progress, retry_failed, lock_wait_s, device, loggers)
+        return began if isinstance(began, Outcome) else _run_attempt(began, progress)
+
+
+def _claim(spec: RunSpec, out: Path, locks: contextlib.ExitStack, progress: Callable[[str], None],
+           retry_failed: bool, lock_wait_s: float, device: str,
+           loggers: tuple[str, ...]) -> _Attempt | Outcome:
+    """Take ``spec``'s lock (held until ``locks`` closes) and begin its attempt; an
+    :class:`Outcome` instead when there is nothing to run here (busy elsewhere, complete,
+    failed, or refused)."""
     store = RunStore(spec.run_dir(out), loggers)
     store.dir.mkdir(parents=True, exist_ok=True)
-    with (store.dir / LOCK_FILE).open("a") as lock:
-        if not _take_lock(lock, lock_wait_s):
-            progress(f"{spec.run_id}: running in another process; skipped here")
-            return Outcome(spec.run_id, "busy")
-        began = _Attempt.begin(spec, store, progress, retry_failed, device)
-        return began if isinstance(began, Outcome) else _run_attempt(began, progress)
+    if not _take_lock(locks.enter_context((store.dir / LOCK_FILE).open("a")), lock_wait_s):
+        progress(f"{spec.run_id}: running in another process; skipped here")
+        return Outcome(spec.run_id, "busy")
+    return _Attempt.begin(spec, store, progress, retry_failed, device)
 
 
 def _take_lock(lock: Any, wait_s: float) -> bool:
@@ -371,14 +380,8 @@ def execute_side_by_side(specs: Sequence[RunSpec], out: Path,
     with contextlib.ExitStack() as locks:
         attempts: list[_Attempt] = []
         for spec in specs:
-            store = RunStore(spec.run_dir(out), loggers)
-            store.dir.mkdir(parents=True, exist_ok=True)
-            if not _take_lock(locks.enter_context((store.dir / LOCK_FILE).open("a")),
-                              lock_wait_s):
-                progress(f"{spec.run_id}: running in another process; skipped here")
-                outcomes[spec.run_id] = Outcome(spec.run_id, "busy")
-                continue
-            began = _Attempt.begin(spec, store, progress, retry_failed, device)
+            began = _claim(spec, out, locks, progress, retry_failed, lock_wait_s, device,
+                           loggers)
             if isinstance(began, Outcome):
                 outcomes[spec.run_id] = began
             else:
