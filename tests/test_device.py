@@ -97,3 +97,19 @@ def test_a_suite_names_its_device_and_the_command_line_overrides_it(tmp_path: Pa
         res = runner.invoke(app, ["run", "--suite", str(tmp_path / "s.toml"), "--algos", "sac",
                                   "--out", str(tmp_path / "o2"), "--device", "cuda"])
         assert res.exit_code == 2 and "CUDA is not available" in res.output
+
+
+@pytest.mark.parametrize("has_units", [False, True])
+def test_bf16_products_warn_only_on_a_device_without_bf16_units(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, has_units: bool) -> None:
+    """``optimizer.precision = bf16`` runs on any CPU and is recorded in ``run.json``; where
+    the device has no bf16 matrix units a one-line warning says its products are emulated."""
+    import mbrl_bench.devices as devices
+    monkeypatch.setattr(devices, "has_bf16_units", lambda device: has_units)
+    code, out = _run(tmp_path, "--set", "optimizer.precision=bf16")
+    assert code == 0, out
+    warned = [x for x in out.splitlines() if "warning: optimizer.precision = bf16" in x]
+    assert len(warned) == (0 if has_units else 1), out
+    (run_json,) = (tmp_path / "out").rglob("run.json")
+    assert "bf16" in run_json.parent.parent.name  # sac[optimizer.precision=bf16]
+    assert json.loads(run_json.read_text())["settings"]["optimizer.precision"] == "bf16"

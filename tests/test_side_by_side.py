@@ -59,20 +59,22 @@ def _assert_same_agent(a: SAC, b: SAC) -> None:
             assert torch.equal(value, ob["state"][i][key]), f"optimizer state {i}.{key}"
 
 
-@pytest.mark.parametrize(("n_seeds", "hidden", "learn_alpha"), [
-    (3, (32, 32), True), (3, (32, 32), False), (8, (32, 32), True), (4, (20, 13), True)])
+@pytest.mark.parametrize(("n_seeds", "hidden", "learn_alpha", "precision"), [
+    (3, (32, 32), True, "fp32"), (3, (32, 32), False, "fp32"), (8, (32, 32), True, "fp32"),
+    (4, (20, 13), True, "fp32"), (3, (32, 32), True, "bf16")])
 def test_batched_updates_equal_each_seed_alone_bitwise(
-        n_seeds: int, hidden: tuple[int, ...], learn_alpha: bool) -> None:
+        n_seeds: int, hidden: tuple[int, ...], learn_alpha: bool, precision: str) -> None:
     """Up to 8 seeds (16 critic members: more than a vector of floats, where an optimizer
-    stepping all seeds' tensors at once rounds differently) and widths that are no multiple
-    of a vector's."""
+    stepping all seeds' tensors at once rounds differently), widths that are no multiple
+    of a vector's, and bf16 products."""
     seeds, n = tuple(range(n_seeds)), 4
     data = {s: _batches(s, 2 * n) for s in seeds}
-    alone = [_agent(s, hidden, learn_alpha=learn_alpha) for s in seeds]
+    alone = [_agent(s, hidden, learn_alpha=learn_alpha, precision=precision) for s in seeds]
     alone_out = [[a.update(b) for b in data[s]] for s, a in zip(seeds, alone, strict=True)]
     # the side-by-side agents first train alone (a run resumed from a solo checkpoint), then
     # together from that state
-    together = [_agent(s, hidden, learn_alpha=learn_alpha) for s in seeds]
+    together = [_agent(s, hidden, learn_alpha=learn_alpha, precision=precision)
+                for s in seeds]
     for s, a in zip(seeds, together, strict=True):
         for b in data[s][:n]:
             a.update(b)

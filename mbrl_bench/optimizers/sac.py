@@ -19,16 +19,23 @@ and a model environment handed in: the critic's target for a real transition
 (model rewards and terminations, the soft value's entropy term at every expanded state) and
 bootstraps from the target critics at ``s_{H+1}`` (see :meth:`SAC.td_target`). The model adds
 no data: it only changes the targets of real samples, as in the MBPO paper's MVE comparison.
+
+**Precision** (``precision = "bf16"``): the update's forward passes run under bf16 autocast, so
+its matrix products (and their backward) multiply bf16 with fp32 accumulation, while weights,
+optimiser state, the networks' outputs (Q values, the policy's mean and log-std, hence noise,
+log-probabilities and losses) and acting stay fp32. It pays only where the device multiplies
+bf16 in hardware (``benchmarks/sac_precision.py``); fp32 is the default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from torch import nn
@@ -42,7 +49,7 @@ from mbrl_bench.devices import randn
 class SACConfig:
     """Settings of SAC. Defaults are the paper's and MBPO's (256x256, lr 3e-4, batch 256)."""
 
-    added_later: ClassVar[tuple[str, ...]] = ("value_expansion",)
+    added_later: ClassVar[tuple[str, ...]] = ("value_expansion", "precision")
     """Fields left out of run hashes while at their default (``spec.hashed_form``)."""
 
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -68,6 +75,12 @@ class SACConfig:
     value_expansion: int = 0
     """H: expand the critic's targets H steps through the model (MVE, Feinberg et al. 2018);
     0 = ordinary one-step soft TD targets. H > 0 needs a model (a recipe with a model)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """The update's matrix products: fp32, or bf16 (autocast; weights and state stay fp32).
+
+    bf16: products multiply bf16 with fp32 accumulation; weights, optimiser state, network
+    outputs and losses stay fp32, and acting is fp32. It pays only where the device multiplies
+    bf16 in hardware."""
 
     def __post_init__(self) -> None:
         check(len(self.hidden_sizes) >= 1 and min(self.hidden_sizes) > 0, "hidden_sizes",
@@ -80,6 +93,7 @@ class SACConfig:
         check(self.updates_per_step >= 1, "updates_per_step", "an integer >= 1")
         check(self.log_std_min < self.log_std_max, "log_std_min", "less than log_std_max")
         check(self.value_expansion >= 0, "value_expansion", "a horizon H >= 0 (0: no expansion)")
+        check(self.precision in ("fp32", "bf16"), "precision", "fp32 or bf16")
 
 
 class Dynamics(Protocol):
@@ -183,8 +197,8 @@ class SquashedGaussianActor(nn.Module):
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-squash mean and log-std, each ``B x A``."""
-        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        """Pre-squash mean and log-std, each ``B x A``, fp32 (under bf16 autocast too)."""
+        mean, log_std = self.head(self.trunk(obs)).float().chunk(2, dim=-1)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
     def act(self, obs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -298,6 +312,13 @@ class SAC:
         self._target_params: list[torch.Tensor] = list(self.target_critic.parameters())
         self.updates = 0
 
+    def products(self) -> contextlib.AbstractContextManager[Any]:
+        """The context an update's forward passes run in: bf16 autocast at ``precision =
+        "bf16"`` (see the module), none at fp32."""
+        if self.config.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     @property
     def alpha(self) -> float:
         return float(self.log_alpha.detach().exp())
@@ -393,14 +414,16 @@ class SAC:
         """
         cfg = self.config
         alpha = self.log_alpha.detach().exp()
-        with torch.no_grad():
-            next_act, next_logp = self.actor.sample(batch.next_obs, self.generator)
-        target = self.td_target(batch, next_act, next_logp, alpha)
-        pi, logp = self.actor.sample(batch.obs, self.generator)
-        q = self.critic(batch.obs, batch.act)
-        q_pi = self.critic(batch.obs, pi, detach_weights=True).min(0).values
-        loss, out = sac_loss(q, target, q_pi, logp, alpha, self.log_alpha if cfg.learn_alpha
-                             else None, self.target_entropy)
+        with self.products():
+            with torch.no_grad():
+                next_act, next_logp = self.actor.sample(batch.next_obs, self.generator)
+            target = self.td_target(batch, next_act, next_logp, alpha)
+            pi, logp = self.actor.sample(batch.obs, self.generator)
+            q = self.critic(batch.obs, batch.act)
+            q_pi = self.critic(batch.obs, pi, detach_weights=True).min(0).values
+            loss, out = sac_loss(q, target, q_pi, logp, alpha,
+                                 self.log_alpha if cfg.learn_alpha else None,
+                                 self.target_entropy)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -57,6 +57,21 @@ class SeedsSAC:
     def update(self, batches: Sequence[Batch]) -> torch.Tensor:
         """One SAC step of every seed, seed ``s`` on ``batches[s]``; returns the diagnostics
         ``S x len(SAC.update_keys)`` (detached)."""
+        agents, cfg = self.agents, self.config
+        with agents[0].products():
+            loss, rows = self._loss(batches)
+        for a in agents:
+            a.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for a in agents:
+            a.optimizer.step()
+            a.updates += 1
+        with torch.no_grad():
+            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
+        return torch.stack(rows)
+
+    def _loss(self, batches: Sequence[Batch]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The seeds' summed loss and each seed's diagnostics (one forward of every seed)."""
         agents, s, cfg = self.agents, self.seeds, self.config
         alphas = [a.log_alpha.detach().exp() for a in agents]
         with torch.no_grad():
@@ -80,15 +95,7 @@ class SeedsSAC:
                                       a.log_alpha if cfg.learn_alpha else None, a.target_entropy)
             loss = loss + seed_loss
             rows.append(torch.stack([out[k] for k in SAC.update_keys]))
-        for a in agents:
-            a.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for a in agents:
-            a.optimizer.step()
-            a.updates += 1
-        with torch.no_grad():
-            torch._foreach_lerp_(self._target_params, self._critic_params, cfg.tau)
-        return torch.stack(rows)
+        return loss, rows
 
     def _inputs(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """The critic's input ``2S x B x (O + A)``: seed ``s``'s (obs, act) for its 2 members."""

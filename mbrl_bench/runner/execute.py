@@ -549,12 +549,13 @@ class _Attempt:
 
         spec, dev = self.spec, self.dev
         c = compose(spec, dev)
-        model = spec.recipe.part("model")
-        if getattr(model and model.config, "precision", "fp32") == "bf16" and not has_bf16_units(
-                dev):
-            progress(f"{spec.run_id}: warning: model.precision = bf16, but {dev} has no bf16 "
-                     "matrix units (AVX512-BF16, AMX or a bf16 GPU): its bf16 products are "
-                     "emulated and slower than fp32")
+        for kind in ("model", "optimizer"):
+            part = spec.recipe.part(kind)
+            if getattr(part and part.config, "precision", "fp32") == "bf16" and not (
+                    has_bf16_units(dev)):
+                progress(f"{spec.run_id}: warning: {kind}.precision = bf16, but {dev} has no "
+                         "bf16 matrix units (AVX512-BF16, AMX or a bf16 GPU): its bf16 products "
+                         "are emulated and slower than fp32")
         return c
 
     def finish(self, status: str, error: str | None = None) -> Outcome:

@@ -1,0 +1,119 @@
+"""Would bf16 products pay for SAC's update on this CPU? fp32 against ``torch.autocast`` bf16.
+
+The SAC update (256x256 actor and twin critics, batch 256, Hopper's sizes: 11 observations,
+3 actions) is timed as every run makes it (fp32) and inside ``torch.autocast(device,
+torch.bfloat16)`` (bf16 products, fp32 weights, optimiser state and everything autocast leaves
+alone), alternating, ``--repeats`` times ``--updates`` updates each; the figure is the median
+milliseconds per update. Beside it, one 256x256x256 product in each precision (a critic layer
+at batch 256), so the update's figure can be read against what the matrix units give on a bare
+product. This decides whether the policy optimiser gets a ``precision`` setting (issue 13); it
+is no option of a run.
+
+    python benchmarks/sac_precision.py [--repeats 7] [--updates 50] [--threads 1]
+        [--device cpu] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from mbrl_bench.buffer import Batch
+from mbrl_bench.devices import has_bf16_units
+from mbrl_bench.optimizers.sac import SAC, SACConfig
+from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report
+
+OBS, ACT, BATCH = 11, 3, 256
+
+
+def make_batches(n: int, device: torch.device) -> list[Batch]:
+    g = torch.Generator().manual_seed(1)
+    out = []
+    for _ in range(n):
+        obs, nxt = torch.randn(BATCH, OBS, generator=g), torch.randn(BATCH, OBS, generator=g)
+        act = torch.rand(BATCH, ACT, generator=g) * 2 - 1
+        out.append(Batch(obs.to(device), act.to(device), torch.randn(BATCH, generator=g)
+                         .to(device), nxt.to(device), torch.zeros(BATCH, device=device)))
+    return out
+
+
+def per_call_ms(fn: Callable[[], object], calls: int, device: torch.device) -> float:
+    """Milliseconds per call of ``fn`` over ``calls`` calls (the device's queue drained)."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    sync()
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync()
+    return (time.perf_counter() - t) / calls * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--updates", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    device = torch.device(a.device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), SACConfig(), gen, device=device)
+    data = make_batches(a.updates, device)
+    x = torch.randn(256, 256, device=device)
+    w = torch.randn(256, 256, device=device)
+    xb, wb = x.bfloat16(), w.bfloat16()
+
+    def updates(bf16: bool) -> Callable[[], None]:
+        def run() -> None:
+            ctx = (torch.autocast(device.type, dtype=torch.bfloat16) if bf16
+                   else contextlib.nullcontext())
+            with ctx:
+                for b in data:
+                    sac.update(b)
+        return run
+
+    forms: dict[str, Callable[[], object]] = {
+        "update fp32": updates(False), "update bf16 (autocast)": updates(True),
+        "256x256x256 product fp32": lambda: x @ w, "256x256x256 product bf16": lambda: xb @ wb}
+    calls = {k: (1 if k.startswith("update") else 200) for k in forms}
+    for name, fn in forms.items():  # warm-up
+        per_call_ms(fn, calls[name], device)
+    times: dict[str, list[float]] = {k: [] for k in forms}
+    for rep in range(a.repeats):
+        for name in (list(forms) if rep % 2 == 0 else list(forms)[::-1]):
+            ms = per_call_ms(forms[name], calls[name], device)
+            times[name].append(ms / a.updates if name.startswith("update") else ms)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    flops = 2 * 256 ** 3
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"{cpu_id()} ({' '.join(cpu_flags())})")
+    lines = [
+        "command: python benchmarks/sac_precision.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
+        f"machine: {where}; torch {torch.__version__}; {a.threads} thread(s); bf16 matrix "
+        f"units: {'yes' if has_bf16_units(device) else 'no'}",
+        f"medians of {a.repeats} repeats, forms alternating (reversed on odd repeats):",
+        f"SAC update (batch {BATCH}, 256x256, Hopper sizes): fp32 {med['update fp32']:.3f} ms, "
+        f"bf16 autocast {med['update bf16 (autocast)']:.3f} ms, bf16 speed-up "
+        f"{med['update fp32'] / med['update bf16 (autocast)']:.2f}x",
+        f"256x256x256 product: fp32 {med['256x256x256 product fp32'] * 1e3:.1f} us "
+        f"({flops / med['256x256x256 product fp32'] / 1e6:.1f} GFLOP/s), bf16 "
+        f"{med['256x256x256 product bf16'] * 1e3:.1f} us "
+        f"({flops / med['256x256x256 product bf16'] / 1e6:.1f} GFLOP/s), bf16 speed-up "
+        f"{med['256x256x256 product fp32'] / med['256x256x256 product bf16']:.2f}x",
+    ]
+    print_report("\n".join(lines), a.out)
+
+
+if __name__ == "__main__":
+    main()
