@@ -74,7 +74,8 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
          cold_first: bool = False) -> dict[str, float]:
     """Seconds per phase over env steps (random_steps, random_steps + steps] of our loop;
     ``improve_from_initial``: the model fit's stopping rule of mbrl-lib (see the model config);
-    ``precision``: the model's (``model.precision``). ``cold_first``: count the fits as
+    ``precision``: the model's and SAC's (``model.precision``, ``optimizer.precision``).
+    ``cold_first``: count the fits as
     mbrl-lib's window holds them, the first from fresh weights: our first fit (at the end of
     the random steps, on fresh weights) and the refits after it, not the last refit (at the
     window's end), so both count one cold fit and the same number of warm ones."""
@@ -84,7 +85,8 @@ def ours(env_id: str, random_steps: int, steps: int, updates: int, seed: int,
     recipe = recipe.with_config("loop", replace(
         recipe.config("loop"), initial_random_steps=random_steps, log_every=250))
     recipe = recipe.with_config("optimizer", replace(recipe.config("optimizer"),
-                                                     updates_per_step=updates))
+                                                     updates_per_step=updates,
+                                                     precision=precision))
     recipe = recipe.with_config("model", replace(recipe.config("model"),
                                                  improve_from_initial=improve_from_initial,
                                                  precision=precision))

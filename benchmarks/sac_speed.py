@@ -30,15 +30,18 @@ from mbrl_bench.spec import EnvEntry, load_recipe
 INIT, T0 = 1000, 2000
 
 
-def ours(env_id: str, steps: int, seed: int) -> dict[str, float]:
+def ours(env_id: str, steps: int, seed: int, precision: str = "fp32") -> dict[str, float]:
     """Our full policy loop, env steps T0 → steps: seconds per 1,000 env steps in all
-    (``total``) and in the updates (``update``), and milliseconds per update."""
+    (``total``) and in the updates (``update``), and milliseconds per update; ``precision``:
+    the update's products (``optimizer.precision``)."""
     from dataclasses import replace
 
     entry = EnvEntry(id=env_id, budget=steps, eval_every=steps, eval_episodes=1)
     recipe = load_recipe("sac", env_id)
     recipe = recipe.with_config("loop", replace(recipe.config("loop"), initial_random_steps=INIT,
                                                 log_every=T0 // 2))
+    recipe = recipe.with_config("optimizer", replace(recipe.config("optimizer"),
+                                                     precision=precision))
     spec = RunSpec("speed", entry, "sac", seed, recipe)
     with tempfile.TemporaryDirectory() as d:
         run_all([spec], Path(d), threads=torch.get_num_threads(), progress=lambda s: None)

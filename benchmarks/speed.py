@@ -28,8 +28,9 @@ Stable-Baselines3 and mbrl-lib in the same run, alternating, medians of repeats.
   (``pets_speed.py``).
 
 Ours runs at fp32 and, where the CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16), also
-with ``model.precision = bf16`` (MBPO's and PETS's model; SAC has no bf16 option: a 256x256
-critic step gained nothing from it); ``--precisions fp32,bf16`` forces both. Each repeat runs
+with every bf16 option of the recipe (``optimizer.precision = bf16`` for SAC; that and
+``model.precision = bf16`` for MBPO; ``model.precision = bf16`` for PETS, which has no
+optimizer); ``--precisions fp32,bf16`` forces both. Each repeat runs
 every library once, in turn, in reverse order on odd repeats. The output names the CPU model,
 its flags and the measured fp32 (and bf16) matrix throughput, and what that throughput allows:
 the arithmetic floor of a SAC update and of a PETS planning step against the measured times.
@@ -94,8 +95,8 @@ Phases = list[tuple[str, str, float]]
 
 # --------------------------------------------------------------------------- measurements
 def sac(lib: str, precision: str, rep: int, a: argparse.Namespace, _: Path) -> Phases:
-    fn = sac_speed.ours if lib == OURS else sac_speed.sb3
-    r = fn(TASKS["sac"], a.sac_steps, rep)
+    r = (sac_speed.ours(TASKS["sac"], a.sac_steps, rep, precision) if lib == OURS
+         else sac_speed.sb3(TASKS["sac"], a.sac_steps, rep))
     return [("env", S1K, r["total"] - r["update"]), ("updates", S1K, r["update"]),
             ("total", S1K, r["total"]), ("update", "ms", r["ms_per_update"])]
 
@@ -200,11 +201,11 @@ def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str],
                    f"GFLOP/s on {shape_pets[0]} x {'x'.join(map(str, shape_pets[1:]))} (a PETS "
                    "planning product).")
         floor_sac = f_sac / g_sac / 1e6
-        ours_sac = result.get(("sac", "update", "fp32"))
-        if ours_sac and name == "fp32":
+        ours_sac = result.get(("sac", "update", name))
+        if ours_sac:
             out.append(f"  - SAC update: {f_sac / 1e9:.2f} GFLOP of products → {floor_sac:.2f} "
-                       f"ms at that rate; ours takes {ours_sac:.2f} ms ({ours_sac / floor_sac:.1f}"
-                       "× that floor).")
+                       f"ms at that rate; ours at {name} takes {ours_sac:.2f} ms "
+                       f"({ours_sac / floor_sac:.1f}× that floor).")
         floor_pets = f_pets / g_pets / 1e9
         ours_pets = result.get(("pets", "plan", name))
         if ours_pets:
@@ -217,28 +218,38 @@ def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str],
 # --------------------------------------------------------------------------- report
 def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
              limit_lines: list[str], warnings: list[str], command: str) -> str:
+    """The report of ``rows``: this run's and, for algorithms it did not time, those kept in
+    the CPU's file from earlier runs."""
     med = {(k[2], k[5], k[6], k[7], k[8]): v for k, v in medians(rows).items()}
+    algos = [x for x in MEASURE if any(r["algo"] == x for r in rows)]
+    kept = [x for x in algos if x not in a.algos]
     lines = [f"# Speed on {machine}", "", f"Command: `{command}`; code {code_version()}, torch "
-             f"{torch.__version__}, Python {sys.version.split()[0]}. Medians of {a.reps} "
-             "repeats; the libraries alternate within each repeat.", ""]
-    for algo in a.algos:
+             f"{torch.__version__}, Python {sys.version.split()[0]}. Medians of the repeats "
+             "(each algorithm's heading gives their number); the libraries alternate within "
+             "each repeat.", ""]
+    if kept:
+        lines += [f"Figures of {', '.join(kept)} are kept from an earlier run of this file "
+                  "(this command did not time them; `git log` of the CSV names its commit).", ""]
+    for algo in algos:
+        reps = len({str(r["rep"]) for r in rows if r["algo"] == algo})
         cols = sorted({(r["lib"], r["precision"]) for r in rows if r["algo"] == algo},
                       key=lambda c: (c[0] != OURS, c[1]))
         peer = next((c for c in cols if c[0] != OURS), None)
-        lines += [f"## {algo} on {TASKS[algo]}", "",
+        ours = [p for lib, p in cols if lib == OURS] if peer else []
+        lines += [f"## {algo} on {TASKS[algo]} ({reps} repeats)", "",
                   "| phase | unit | " + " | ".join(f"{lib} {p}" for lib, p in cols)
-                  + (f" | {peer[0]} ÷ ours fp32 |" if peer else " |"),
-                  "|---|---|" + "--:|" * (len(cols) + (1 if peer else 0))]
+                  + "".join(f" | {peer[0]} ÷ ours {p}" for p in ours) + " |",
+                  "|---|---|" + "--:|" * (len(cols) + len(ours))]
         phases = list(dict.fromkeys((r["phase"], r["unit"]) for r in rows if r["algo"] == algo))
         for phase, unit in phases:
             vals = {(lib, p): med.get((algo, lib, p, phase, unit), float("nan"))
                     for lib, p in cols}
             cells = " | ".join("—" if np.isnan(v) else f"{v:.3g}" for v in vals.values())
             ratio = ""
-            if peer:
-                mine, theirs = vals.get((OURS, "fp32"), np.nan), vals[peer]
-                ratio = (f" | {theirs / mine:.2f}×" if mine > 1e-3 and not np.isnan(theirs)
-                         else " | —")
+            for p in ours:
+                mine, theirs = vals[(OURS, p)], vals[peer]  # type: ignore[index]
+                ratio += (f" | {theirs / mine:.2f}×" if mine > 1e-3 and not np.isnan(theirs)
+                          else " | —")
             lines.append(f"| {phase} | {unit} | {cells}{ratio} |")
         lines.append("")
     lines += ["## What the machine allows", "", *limit_lines, "",
@@ -302,7 +313,7 @@ def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[
             pets_speed.random_data(data)
         for rep in range(a.reps):
             for algo in a.algos:
-                runs = [*((OURS, x) for x in precisions if algo != "sac" or x == "fp32"),
+                runs = [*((OURS, x) for x in precisions),
                         (PEERS[algo], "fp32")]
                 for lib, precision in (runs if rep % 2 == 0 else runs[::-1]):
                     t = time.perf_counter()
@@ -338,13 +349,17 @@ def main() -> None:
     for m in uncovered(rows, reference):
         print(f"no committed speed figures for {m}: nothing to compare against", flush=True)
     result = {(k[2], k[7], k[6]): v for k, v in medians(rows).items() if k[5] == OURS}
-    md = markdown(rows, a, machine, limits(a, "bf16" in precisions, result), warnings, command)
-    print(md)
+    limit_lines = limits(a, "bf16" in precisions, result)
+    print(markdown(rows, a, machine, limit_lines, warnings, command))
     if not a.no_write:
         slug = re.sub(r"[^a-z0-9]+", "-", cpu.lower()).strip("-") or "unknown"
         path = a.out / f"speed-{slug}.csv"
-        write_rows(path, merge(read_rows(path) if path.exists() else [], rows))
-        (a.out / f"speed-{slug}.md").write_text(md)
+        merged = merge(read_rows(path) if path.exists() else [], rows)
+        write_rows(path, merged)
+        same = [r for r in merged if str(r["threads"]) == str(a.threads) and (
+            r["algo"] not in a.algos or str(r["settings"]) == settings(str(r["algo"]), a))]
+        (a.out / f"speed-{slug}.md").write_text(markdown(same, a, machine, limit_lines,
+                                                           warnings, command))
 
 
 if __name__ == "__main__":
