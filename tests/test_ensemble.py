@@ -375,3 +375,36 @@ def test_bf16_precision_runs_products_in_bf16_and_stays_close_to_fp32() -> None:
     assert math.isfinite(mse16) and abs(mse16 - mse32) < 0.25 * mse32, (mse32, mse16)
     with pytest.raises(ConfigError, match="precision"):
         build(ProbabilisticEnsembleConfig, {"precision": "fp16"}, "t.toml")
+
+
+def test_bf16_predictions_cast_the_weights_once_per_call_and_equal_casting_at_every_layer(
+) -> None:
+    """A bf16 ``predict`` casts each layer's weights once for all its chunks and gives exactly
+    what forwards that autocast at every layer give, before and after an optimiser step and a
+    ``load_state_dict`` (nothing cast is kept past the call); the chunk size does not change
+    any row's prediction."""
+    net = ProbabilisticEnsemble(1, 1, _tiny(precision="bf16"),
+                                generator=torch.Generator().manual_seed(1))
+    obs, act = torch.randn(700, 1), torch.randn(700, 1)
+
+    def cast_at_every_layer() -> torch.Tensor:
+        with torch.no_grad():
+            return net(torch.cat([obs, act], -1).expand(5, -1, -1))[0]
+
+    def predicted(chunk: int = 64) -> torch.Tensor:
+        net.predict_chunk_rows = chunk
+        return net.predict(obs, act)[0]
+
+    first = predicted()
+    assert torch.equal(first, cast_at_every_layer())
+    assert all(layer.held is None for layer in net.linear_layers())
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
+    net(torch.randn(5, 30, 2))[0].pow(2).mean().backward()
+    opt.step()  # fused Adam moves no version counter: a cache keyed on them would be stale
+    moved = predicted()
+    assert not torch.equal(moved, first) and torch.equal(moved, cast_at_every_layer())
+    other = ProbabilisticEnsemble(1, 1, _tiny(precision="bf16"),
+                                  generator=torch.Generator().manual_seed(2))
+    net.load_state_dict(other.state_dict())
+    assert torch.equal(predicted(), cast_at_every_layer())
+    assert torch.equal(predicted(1024), predicted(64))

@@ -26,8 +26,10 @@ trained with the MSE, ``predict`` returns zero variance.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -83,6 +85,8 @@ class EnsembleLinear(nn.Module):
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, out_features))
+        self.held: tuple[torch.Tensor, torch.Tensor] | None = None
+        """The low-precision weight and bias inside :meth:`hold_cast`."""
         self.reset_parameters(generator)
 
     @torch.no_grad()
@@ -99,9 +103,23 @@ class EnsembleLinear(nn.Module):
         ``K x B x in -> K x B x out``.
         """
         weight, bias = self.weight, self.bias
+        if self.held is not None and torch.is_autocast_enabled(x.device.type):
+            weight, bias = self.held
         if members is not None:
             weight, bias = weight[members], bias[members]
         return torch.baddbmm(bias, x, weight)
+
+    @contextlib.contextmanager
+    def hold_cast(self, dtype: torch.dtype) -> Iterator[None]:
+        """Within this context, forwards under autocast use the weight and bias cast to
+        ``dtype`` once at its start, as autocast would cast them at every call. Only for
+        passes that change no weight (autocast casts again at every call where no gradient is
+        taken: a planned PETS step makes thousands of forwards of the same weights)."""
+        self.held = (self.weight.detach().to(dtype), self.bias.detach().to(dtype))
+        try:
+            yield
+        finally:
+            self.held = None
 
     def extra_repr(self) -> str:
         return f"ensemble_size={self.ensemble_size}, in={self.in_features}, out={self.out_features}"
@@ -446,12 +464,16 @@ class ProbabilisticEnsemble(nn.Module):
         mean = torch.empty(k, b, self.out_dim, device=dev)
         var = torch.zeros(k, b, self.out_dim, device=dev)
         step = self.predict_chunk_rows
-        for s in range(0, b, step):
-            xc = x[s : s + step].expand(k, -1, -1) if shared else x[:, s : s + step]
-            m, logvar = self(xc, members)
-            mean[:, s : s + step] = m
-            if not self.deterministic:
-                var[:, s : s + step] = torch.exp(logvar)
+        with contextlib.ExitStack() as held:
+            if self.config.precision == "bf16":  # every chunk multiplies the same bf16 weights
+                for layer in self.linear_layers():
+                    held.enter_context(layer.hold_cast(torch.bfloat16))
+            for s in range(0, b, step):
+                xc = x[s : s + step].expand(k, -1, -1) if shared else x[:, s : s + step]
+                m, logvar = self(xc, members)
+                mean[:, s : s + step] = m
+                if not self.deterministic:
+                    var[:, s : s + step] = torch.exp(logvar)
         if check_finite and not bool(torch.isfinite(mean).all()):
             raise NonFiniteError("model prediction has NaN/inf values")
         return mean, var

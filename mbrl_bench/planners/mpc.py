@@ -39,7 +39,7 @@ class MPCAgent:
         self.particles = particles
         self.generator = generator
         self._args = (model, termination_fn, reward_fn, planner, propagation, particles)
-        model.predict_chunk_rows = planning_chunk_rows(model.device)
+        model.predict_chunk_rows = planning_chunk_rows(model.device, model.config.precision)
         self.model_env = ModelEnv(model, termination_fn, reward_fn, propagation,
                                   generator=generator)
         self.middle = (planner.low + planner.high) / 2  # H x A
