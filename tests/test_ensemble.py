@@ -377,8 +377,7 @@ def test_bf16_precision_runs_products_in_bf16_and_stays_close_to_fp32() -> None:
         build(ProbabilisticEnsembleConfig, {"precision": "fp16"}, "t.toml")
 
 
-def test_bf16_predictions_cast_the_weights_once_per_call_and_equal_casting_at_every_layer(
-) -> None:
+def test_bf16_predictions_cast_the_weights_once_per_call_and_equal_casting_at_every_layer() -> None:
     """A bf16 ``predict`` casts each layer's weights once for all its chunks and gives exactly
     what forwards that autocast at every layer give, before and after an optimiser step and a
     ``load_state_dict`` (nothing cast is kept past the call); the chunk size does not change
@@ -395,9 +394,20 @@ def test_bf16_predictions_cast_the_weights_once_per_call_and_equal_casting_at_ev
         net.predict_chunk_rows = chunk
         return net.predict(obs, act)[0]
 
+    held_at_forward: list[bool] = []
+    hooks = [layer.register_forward_pre_hook(
+        lambda m, args: held_at_forward.append(m.held is not None))
+        for layer in net.linear_layers()]
     first = predicted()
+    for h in hooks:
+        h.remove()
+    assert held_at_forward and all(held_at_forward)  # every chunk's every layer: held casts
     assert torch.equal(first, cast_at_every_layer())
     assert all(layer.held is None for layer in net.linear_layers())
+    first_layer = net.linear_layers()[0]
+    with (first_layer.hold_cast(torch.bfloat16), torch.autocast("cpu", torch.bfloat16),
+          pytest.raises(RuntimeError, match="hold_cast")):
+        net(torch.randn(5, 3, 2))  # a forward that takes gradients: refused
     opt = torch.optim.Adam(net.parameters(), lr=1e-2, fused=True)
     net(torch.randn(5, 30, 2))[0].pow(2).mean().backward()
     opt.step()  # fused Adam moves no version counter: a cache keyed on them would be stale

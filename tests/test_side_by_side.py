@@ -61,12 +61,12 @@ def _assert_same_agent(a: SAC, b: SAC) -> None:
 
 @pytest.mark.parametrize(("n_seeds", "hidden", "learn_alpha", "precision"), [
     (3, (32, 32), True, "fp32"), (3, (32, 32), False, "fp32"), (8, (32, 32), True, "fp32"),
-    (4, (20, 13), True, "fp32"), (3, (32, 32), True, "bf16")])
+    (4, (20, 13), True, "fp32"), (3, (32, 32), True, "bf16"), (2, (256, 256), True, "bf16")])
 def test_batched_updates_equal_each_seed_alone_bitwise(
         n_seeds: int, hidden: tuple[int, ...], learn_alpha: bool, precision: str) -> None:
     """Up to 8 seeds (16 critic members: more than a vector of floats, where an optimizer
     stepping all seeds' tensors at once rounds differently), widths that are no multiple
-    of a vector's, and bf16 products."""
+    of a vector's, and bf16 products (also at the paper's width, 256)."""
     seeds, n = tuple(range(n_seeds)), 4
     data = {s: _batches(s, 2 * n) for s in seeds}
     alone = [_agent(s, hidden, learn_alpha=learn_alpha, precision=precision) for s in seeds]

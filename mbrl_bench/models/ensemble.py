@@ -104,6 +104,9 @@ class EnsembleLinear(nn.Module):
         """
         weight, bias = self.weight, self.bias
         if self.held is not None and torch.is_autocast_enabled(x.device.type):
+            if torch.is_grad_enabled():
+                raise RuntimeError("hold_cast: a forward that takes gradients would not reach "
+                                   "the weights through their held copies")
             weight, bias = self.held
         if members is not None:
             weight, bias = weight[members], bias[members]
