@@ -51,7 +51,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from mbrl_bench.devices import has_bf16_units
 from mbrl_bench.envs.make import make_env
 from mbrl_bench.models.ensemble import PREDICT_CHUNK_ROWS_CPU
 from mbrl_bench.reporting.speed import (
+    CODE,
     OURS,
     cpu_flags,
     cpu_id,
@@ -216,6 +217,14 @@ def limits(a: argparse.Namespace, bf16: bool, result: dict[tuple[str, str, str],
 
 
 # --------------------------------------------------------------------------- report
+def last_settings(rows: Sequence[Mapping[str, Any]], algo: str, threads: int) -> str:
+    """The settings of ``algo``'s last timed run in ``rows`` at ``threads`` threads: a kept
+    algorithm is reported at one set of settings, never a mix of them."""
+    return next(str(r["settings"]) for r in reversed(rows)
+                if r["algo"] == algo and str(r["threads"]) == str(threads))
+
+
+
 def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
              limit_lines: list[str], warnings: list[str], command: str) -> str:
     """The report of ``rows``: this run's and, for algorithms it did not time, those kept in
@@ -229,14 +238,15 @@ def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
              "each repeat.", ""]
     if kept:
         lines += [f"Figures of {', '.join(kept)} are kept from an earlier run of this file "
-                  "(this command did not time them; `git log` of the CSV names its commit).", ""]
+                  "(this command did not time them; the heading names the code that did).", ""]
     for algo in algos:
         reps = len({str(r["rep"]) for r in rows if r["algo"] == algo})
+        codes = sorted({str(r.get(CODE) or "not recorded") for r in rows if r["algo"] == algo})
         cols = sorted({(r["lib"], r["precision"]) for r in rows if r["algo"] == algo},
                       key=lambda c: (c[0] != OURS, c[1]))
         peer = next((c for c in cols if c[0] != OURS), None)
         ours = [p for lib, p in cols if lib == OURS] if peer else []
-        lines += [f"## {algo} on {TASKS[algo]} ({reps} repeats)", "",
+        lines += [f"## {algo} on {TASKS[algo]} ({reps} repeats; code {', '.join(codes)})", "",
                   "| phase | unit | " + " | ".join(f"{lib} {p}" for lib, p in cols)
                   + "".join(f" | {peer[0]} ÷ ours {p}" for p in ours) + " |",
                   "|---|---|" + "--:|" * (len(cols) + len(ours))]
@@ -307,6 +317,7 @@ def parse_args() -> tuple[argparse.Namespace, list[str]]:
 def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[dict[str, Any]]:
     """Every repeat of every algorithm, each library (and precision of ours) in turn."""
     rows: list[dict[str, Any]] = []
+    code = code_version()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "random.npz"
         if "pets" in a.algos:
@@ -324,7 +335,7 @@ def measure_all(a: argparse.Namespace, precisions: list[str], cpu: str) -> list[
                               "algo": algo, "task": TASKS[algo], "settings": settings(algo, a),
                               "lib": lib,
                               "precision": precision, "phase": ph, "unit": u, "rep": rep,
-                              "value": f"{v:.6g}"} for ph, u, v in phases]
+                              "value": f"{v:.6g}", CODE: code} for ph, u, v in phases]
     return rows
 
 
@@ -356,8 +367,9 @@ def main() -> None:
         path = a.out / f"speed-{slug}.csv"
         merged = merge(read_rows(path) if path.exists() else [], rows)
         write_rows(path, merged)
-        same = [r for r in merged if str(r["threads"]) == str(a.threads) and (
-            r["algo"] not in a.algos or str(r["settings"]) == settings(str(r["algo"]), a))]
+        same = [r for r in merged if str(r["threads"]) == str(a.threads)
+                and str(r["settings"]) == (settings(str(r["algo"]), a) if r["algo"] in a.algos
+                                           else last_settings(merged, str(r["algo"]), a.threads))]
         (a.out / f"speed-{slug}.md").write_text(markdown(same, a, machine, limit_lines,
                                                            warnings, command))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mbrl_bench.reporting.speed import (
+    CODE,
     cpu_flags,
     cpu_id,
     cpu_model,
@@ -101,6 +102,18 @@ def test_rows_round_trip_and_reference_folder(tmp_path: Path) -> None:
         read_rows(tmp_path / "other.csv")
 
 
+def test_the_code_column_round_trips_and_older_files_read_without_it(tmp_path: Path) -> None:
+    write_rows(tmp_path / "new.csv", [{**r, CODE: "d243d25c0af3"} for r in rows([1.0])])
+    assert read_rows(tmp_path / "new.csv")[0][CODE] == "d243d25c0af3"
+    old = tmp_path / "old.csv"
+    old.write_text("cpu,threads,torch,algo,task,settings,lib,precision,phase,unit,rep,value\n"
+                   "AMD EPYC,1,2.13.0+cpu,sac,Hopper-v5,s,mbrl-bench,fp32,update,ms,0,5\n")
+    (row,) = read_rows(old)
+    assert row[CODE] == "" and row["value"] == "5"
+    write_rows(old, [row])  # rewritten with the column, empty
+    assert read_rows(old)[0][CODE] == ""
+
+
 def test_committed_speed_files_are_readable() -> None:
     folder = Path(__file__).resolve().parents[1] / "results" / "reference" / "speed"
     committed = read_reference(folder)
@@ -108,3 +121,4 @@ def test_committed_speed_files_are_readable() -> None:
     for row in committed:
         assert float(str(row["value"])) >= 0 and row["lib"] and row["phase"]
     assert {"sac", "mbpo", "pets"} <= {str(r["algo"]) for r in committed}
+    assert all(row[CODE] for row in committed), "every committed figure names its code"

@@ -22,6 +22,9 @@ from pathlib import Path
 
 FIELDS = ("cpu", "threads", "torch", "algo", "task", "settings", "lib", "precision", "phase",
           "unit", "rep", "value")
+CODE = "code"
+"""The column of the commit that measured a row (``code_version``); files written before it had
+none and read as empty."""
 OURS = "mbrl-bench"
 TOLERANCE = 0.30
 """A figure of ours more than 30% slower than the committed one is reported."""
@@ -77,7 +80,7 @@ def read_rows(path: Path) -> list[Row]:
         missing = [k for k in FIELDS if k not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: not a speed file (no column {', '.join(missing)})")
-        return list(reader)
+        return [{**row, CODE: row.get(CODE) or ""} for row in reader]
 
 
 def read_reference(folder: Path) -> list[Row]:
@@ -96,10 +99,10 @@ def print_report(report: str, out: Path | None) -> None:
 def write_rows(path: Path, rows: Iterable[Row]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
+        w = csv.DictWriter(f, fieldnames=(*FIELDS, CODE))
         w.writeheader()
         for row in rows:
-            w.writerow({k: row[k] for k in FIELDS})
+            w.writerow({**{k: row[k] for k in FIELDS}, CODE: row.get(CODE, "")})
 
 
 def key(row: Row) -> Key:
