@@ -1,12 +1,15 @@
-"""Does ``model.precision = "bf16"`` change what is learned? MBPO on InvertedPendulum-v5 and PETS
-on the continuous cart-pole, fp32 against bf16, the same seeds, with the model's holdout error
-beside each return (issue 13's check; on a device with bf16 matrix units, where bf16 pays).
+"""Does bf16 change what is learned? MBPO on InvertedPendulum-v5 (bf16: ``model.precision`` and
+SAC's ``optimizer.precision``, as benchmarks/speed.py times it; ``--model-only``: the model's
+alone) and PETS on the continuous cart-pole (``model.precision``), fp32 against bf16, the same
+seeds, with the model's holdout error beside each return (issue 13's check; on a device with
+bf16 matrix units, where bf16 pays).
 
     python benchmarks/precision_learning.py [--device cuda] [--algos mbpo,pets] [--seeds 3]
         [--mbpo-steps 3000] [--pets-steps 500] [--workers 12] [--threads 0] [--deadline 0]
-        [--out results/precision_learning]
+        [--model-only] [--out results/precision_learning]
 
-The algorithms run at once (``--workers`` runs in parallel between them, split evenly;
+The algorithms and precisions run at once (``--workers`` runs in parallel between the four
+commands, split evenly;
 ``--threads`` torch threads per run, 0: bench run's default). With
 ``--deadline S`` (seconds) the runs are stopped after S seconds and compared at the largest
 evaluation step every run reached; runs resume, so the same command continues them later.
@@ -68,6 +71,7 @@ def read_runs(out: Path) -> list[dict[str, object]]:
         precision = "bf16" if "bf16" in json.dumps(meta.get("settings")) else "fp32"
         runs.append({
             "algo": str(meta["algo"]).split("[")[0], "env": meta["env_id"], "precision": precision,
+            "settings": meta.get("settings") or {},
             "seed": int(d.name.removeprefix("seed_")),
             "evals": {int(float(r["env_step"])): float(r["return_mean"]) for r in evals},
             "metrics": metrics,
@@ -99,6 +103,33 @@ def report(runs: list[dict[str, object]], header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def settings(algo: str, precision: str, model_only: bool) -> dict[str, str]:
+    """The ``--set`` settings of one precision: the model's, and MBPO's SAC products too (what
+    benchmarks/speed.py times as MBPO's bf16) unless ``model_only``."""
+    keys = ["model.precision"]
+    if algo == "mbpo" and not model_only:
+        keys.append("optimizer.precision")
+    return {k: precision for k in keys}
+
+
+def commands(args: argparse.Namespace, algos: list[str], suite: Path, per: int) -> list[list[str]]:
+    """One ``bench run`` per algorithm and precision, ``per`` runs at a time each."""
+    common = ["--suite", str(suite), "--seeds", args.seeds, "--device", args.device,
+              "--workers", str(per), "--out", str(args.out / "runs")]
+    if args.device.startswith("cuda"):
+        common += ["--runs-per-gpu", str(per)]
+    if args.threads:
+        common += ["--threads", str(args.threads)]
+    env = {"mbpo": "InvertedPendulum*", "pets": "*CartPole*"}
+
+    def sets(algo: str, precision: str) -> list[str]:
+        return [x for k, v in settings(algo, precision, args.model_only).items()
+                for x in ("--set", f"{k}={v}")]
+
+    return [[sys.executable, "-m", "mbrl_bench", "run", *common, *sets(a, p), "--algos", a,
+             "--env", env[a]] for a in algos for p in ("fp32", "bf16")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
@@ -109,6 +140,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=12)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--deadline", type=float, default=0.0, help="seconds; 0: none")
+    ap.add_argument("--model-only", action="store_true",
+                    help="MBPO's bf16 in the model only (default: the model and SAC's products)")
     ap.add_argument("--out", type=Path, default=Path("results/precision_learning"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -117,16 +150,8 @@ def main() -> None:
     algos = [x for x in args.algos.split(",") if x]
     if not algos or set(algos) - {"mbpo", "pets"}:
         ap.error(f"--algos: mbpo, pets or both, not {args.algos!r}")
-    per = max(1, args.workers // len(algos))
-    common = ["--suite", str(suite), "--seeds", args.seeds, "--set", "model.precision=fp32,bf16",
-              "--device", args.device, "--workers", str(per), "--out", str(args.out / "runs")]
-    if args.device.startswith("cuda"):
-        common += ["--runs-per-gpu", str(per)]
-    if args.threads:
-        common += ["--threads", str(args.threads)]
-    env = {"mbpo": "InvertedPendulum*", "pets": "*CartPole*"}
-    cmds = [[sys.executable, "-m", "mbrl_bench", "run", *common, "--algos", a, "--env", env[a]]
-            for a in algos]
+    per = max(1, args.workers // (2 * len(algos)))  # each algorithm: two commands (fp32, bf16)
+    cmds = commands(args, algos, suite, per)
     t0 = time.perf_counter()
     procs = [subprocess.Popen(c, start_new_session=True) for c in cmds]
     stopped = False
@@ -158,7 +183,11 @@ def main() -> None:
            if stopped else ""),
         "exit codes: " + ", ".join(str(p.returncode) for p in procs),
     ]
-    runs = read_runs(args.out / "runs")
+    found = read_runs(args.out / "runs")
+    runs = [r for r in found
+            if r["settings"] == settings(str(r["algo"]), str(r["precision"]), args.model_only)]
+    if len(runs) < len(found):  # an earlier command's runs in the same folder, other settings
+        header.append(f"left out: {len(found) - len(runs)} runs of other settings in {args.out}")
     text = report(runs, header)
     (args.out / "report.txt").write_text(text)
     with (args.out / "evals.csv").open("w", newline="") as f:
