@@ -22,24 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from sac_compile import ACT, BATCH, OBS, batches
 
-from mbrl_bench.buffer import Batch
 from mbrl_bench.devices import has_bf16_units
 from mbrl_bench.optimizers.sac import SAC, SACConfig
 from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report
-
-OBS, ACT, BATCH = 11, 3, 256
-
-
-def make_batches(n: int, device: torch.device) -> list[Batch]:
-    g = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(n):
-        obs, nxt = torch.randn(BATCH, OBS, generator=g), torch.randn(BATCH, OBS, generator=g)
-        act = torch.rand(BATCH, ACT, generator=g) * 2 - 1
-        out.append(Batch(obs.to(device), act.to(device), torch.randn(BATCH, generator=g)
-                         .to(device), nxt.to(device), torch.zeros(BATCH, device=device)))
-    return out
 
 
 def per_call_ms(fn: Callable[[], object], calls: int, device: torch.device) -> float:
@@ -68,7 +55,7 @@ def main() -> None:
     agents = {p: SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), SACConfig(precision=p),
                      torch.Generator(device="cpu").manual_seed(0), device=device)
               for p in ("fp32", "bf16")}
-    data = make_batches(a.updates, device)
+    data = batches(a.updates, device)
     x = torch.randn(256, 256, device=device)
     w = torch.randn(256, 256, device=device)
     xb, wb = x.bfloat16(), w.bfloat16()
