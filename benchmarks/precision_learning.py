@@ -8,8 +8,8 @@ bf16 matrix units, where bf16 pays).
         [--mbpo-steps 3000] [--pets-steps 500] [--workers 12] [--threads 0] [--deadline 0]
         [--model-only] [--out results/precision_learning]
 
-The algorithms and precisions run at once (``--workers`` runs in parallel between the four
-commands, split evenly;
+The algorithms and precisions run at once, one ``bench run`` each (``--workers`` runs in
+parallel, split evenly between them;
 ``--threads`` torch threads per run, 0: bench run's default). With
 ``--deadline S`` (seconds) the runs are stopped after S seconds and compared at the largest
 evaluation step every run reached; runs resume, so the same command continues them later.
@@ -68,10 +68,10 @@ def read_runs(out: Path) -> list[dict[str, object]]:
         evals_path, metrics_path = d / "evals.csv", d / "metrics.csv"
         evals = list(csv.DictReader(evals_path.open())) if evals_path.exists() else []
         metrics = list(csv.DictReader(metrics_path.open())) if metrics_path.exists() else []
-        precision = "bf16" if "bf16" in json.dumps(meta.get("settings")) else "fp32"
+        sets = meta.get("settings") or {}
         runs.append({
-            "algo": str(meta["algo"]).split("[")[0], "env": meta["env_id"], "precision": precision,
-            "settings": meta.get("settings") or {},
+            "algo": str(meta["algo"]).split("[")[0], "env": meta["env_id"],
+            "precision": sets.get("model.precision", "fp32"), "settings": sets,
             "seed": int(d.name.removeprefix("seed_")),
             "evals": {int(float(r["env_step"])): float(r["return_mean"]) for r in evals},
             "metrics": metrics,

@@ -224,7 +224,6 @@ def last_settings(rows: Sequence[Mapping[str, Any]], algo: str, threads: int) ->
                 if r["algo"] == algo and str(r["threads"]) == str(threads))
 
 
-
 def markdown(rows: list[dict[str, Any]], a: argparse.Namespace, machine: str,
              limit_lines: list[str], warnings: list[str], command: str) -> str:
     """The report of ``rows``: this run's and, for algorithms it did not time, those kept in
@@ -367,9 +366,11 @@ def main() -> None:
         path = a.out / f"speed-{slug}.csv"
         merged = merge(read_rows(path) if path.exists() else [], rows)
         write_rows(path, merged)
-        same = [r for r in merged if str(r["threads"]) == str(a.threads)
-                and str(r["settings"]) == (settings(str(r["algo"]), a) if r["algo"] in a.algos
-                                           else last_settings(merged, str(r["algo"]), a.threads))]
+        mine = [r for r in merged if str(r["threads"]) == str(a.threads)]
+        shown = {algo: settings(algo, a) if algo in a.algos else last_settings(mine, algo,
+                                                                              a.threads)
+                 for algo in {str(r["algo"]) for r in mine}}
+        same = [r for r in mine if str(r["settings"]) == shown[str(r["algo"])]]
         (a.out / f"speed-{slug}.md").write_text(markdown(same, a, machine, limit_lines,
                                                            warnings, command))
 
