@@ -35,12 +35,12 @@ every library once, in turn, in reverse order on odd repeats. The output names t
 its flags and the measured fp32 (and bf16) matrix throughput, and what that throughput allows:
 the arithmetic floor of a SAC update and of a PETS planning step against the measured times.
 
-Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU: model name and torch's CPU
-capability, such as ``speed-amd-epyc-avx512``; a run replaces the figures it measured again and
-keeps the others). Before writing, the new figures of ours are compared with the committed ones
-for the same CPU, thread count and benchmark settings
-(every ``speed-*.csv`` in ``--out``): a quantity more than 30% slower is printed as a warning;
-the benchmark never fails on it.
+Results go to ``--out``/speed-<cpu>.{csv,md} (one file per CPU: model name, torch's CPU
+capability and the bf16/AMX units, such as ``speed-amd-epyc-avx512-bf16``; a run replaces the
+figures it measured again and keeps the others). Before writing, the new figures of ours are
+compared with the committed ones for the same CPU, thread count and benchmark settings (every
+``speed-*.csv`` in ``--out``): a quantity more than 30% slower is printed as a warning; the
+benchmark never fails on it.
 """
 
 from __future__ import annotations

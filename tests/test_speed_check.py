@@ -47,9 +47,14 @@ def test_cpu_model_and_flags_from_cpuinfo() -> None:
 
 
 def test_cpu_id_tells_apart_cpus_of_one_model_name() -> None:
-    assert cpu_id(CPUINFO, "AVX512") == "AMD EPYC 9B14 AVX512"
+    assert cpu_id(CPUINFO, "AVX512") == "AMD EPYC 9B14 AVX512+BF16"
     assert cpu_id(CPUINFO, "AVX512") != cpu_id(CPUINFO, "AVX2")
     assert cpu_id(CPUINFO).startswith("AMD EPYC 9B14 ")
+    # AVX-512 with and without bf16 units, and with AMX tiles, are three machines
+    no_bf16 = CPUINFO.replace(" avx512_bf16", "")
+    assert cpu_id(no_bf16, "AVX512") == "AMD EPYC 9B14 AVX512"
+    amx = CPUINFO.replace("avx512_bf16", "avx512_bf16 amx_bf16 amx_tile")
+    assert cpu_id(amx, "AVX512") == "AMD EPYC 9B14 AVX512+BF16+AMX"
 
 
 def test_medians_over_repeats() -> None:

@@ -1,8 +1,8 @@
 """Speed figures as rows, and the check of new figures against the committed ones.
 
 ``benchmarks/speed.py`` times each algorithm per phase, ours against its peers, and writes one
-row per timed quantity and repeat: ``cpu`` (the CPU's model name and torch's CPU capability,
-:func:`cpu_id`), ``threads``, ``torch``,
+row per timed quantity and repeat: ``cpu`` (the CPU's model name, torch's CPU capability and
+its bf16 and AMX units, :func:`cpu_id`), ``threads``, ``torch``,
 ``algo``, ``task``, ``settings`` (the benchmark's own settings for that algorithm: steps timed,
 updates per step, ...), ``lib``, ``precision``, ``phase``, ``unit``, ``rep`` and ``value``.
 Every value is a time (lower is faster). The committed files (``results/reference/speed/
@@ -50,13 +50,18 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 
 def cpu_id(cpuinfo: str | None = None, capability: str | None = None) -> str:
-    """The CPU a speed figure belongs to: its model name and torch's CPU capability (``AMD EPYC
-    AVX512``). One model name can cover CPUs of differing speed: this project's "AMD EPYC"
-    machines are some with AVX2 only, some with AVX-512 and AVX512-BF16."""
+    """The CPU a speed figure belongs to: its model name, torch's CPU capability and the matrix
+    units torch's capability does not name (``AMD EPYC AVX512+BF16``; ``+AMX`` for AMX tiles).
+    One model name and capability can cover CPUs of differing speed: this project's "AMD EPYC"
+    machines are some with AVX2 only, some with AVX-512 and AVX512-BF16, and an AVX-512 CPU
+    without bf16 units multiplies bf16 an order of magnitude slower than one with them."""
     if capability is None:
         import torch
         capability = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu_model(cpuinfo)} {capability}"
+    flags = cpu_flags(cpuinfo)
+    units = "".join(unit for unit, flag in (("+BF16", "avx512_bf16"), ("+AMX", "amx_tile"))
+                    if flag in flags)
+    return f"{cpu_model(cpuinfo)} {capability}{units}"
 
 
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
