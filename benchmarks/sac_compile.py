@@ -14,7 +14,7 @@ median milliseconds per update:
 On a CUDA device a fourth form is timed: ``mode="reduce-overhead"`` (CUDA graphs). The first
 calls of each compiled form (compilation) are left out of the timing and reported apart.
 
-    python benchmarks/sac_compile.py --repeats 5 \\
+    python benchmarks/sac_compile.py --repeats 5 [--precision bf16] \\
         --out results/reference/speed/sac_compile_amd_epyc.txt
 """
 
@@ -38,9 +38,10 @@ from mbrl_bench.reporting.speed import cpu_flags, cpu_model, print_report
 OBS, ACT, BATCH = 11, 3, 256
 
 
-def make_sac(device: torch.device) -> SAC:
+def make_sac(device: torch.device, precision: str = "fp32") -> SAC:
     gen = torch.Generator(device="cpu").manual_seed(0)
-    return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), SACConfig(), gen, device=device)
+    config = SACConfig(precision="bf16" if precision == "bf16" else "fp32")
+    return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), config, gen, device=device)
 
 
 def batches(n: int, device: torch.device) -> list[Batch]:
@@ -77,19 +78,20 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=50, help="updates per timed repeat")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="the agents' optimizer.precision (every form alike)")
     p.add_argument("--out", type=Path, help="write the report here as well")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     device = torch.device(a.device)
     data = batches(a.updates, device)
 
-    forms: dict[str, Callable[[Batch], Any]] = {"eager": make_sac(device).update}
-    forms["compiled"] = torch.compile(make_sac(device).update)
-    no_gen = make_sac(device)
-    forms["compiled-no-generator"] = torch.compile(no_gen.update)
+    forms: dict[str, Callable[[Batch], Any]] = {"eager": make_sac(device, a.precision).update}
+    forms["compiled"] = torch.compile(make_sac(device, a.precision).update)
+    forms["compiled-no-generator"] = torch.compile(make_sac(device, a.precision).update)
     if device.type == "cuda":
-        forms["reduce-overhead-no-generator"] = torch.compile(make_sac(device).update,
-                                                              mode="reduce-overhead")
+        forms["reduce-overhead-no-generator"] = torch.compile(
+            make_sac(device, a.precision).update, mode="reduce-overhead")
     compile_s: dict[str, float] = {}
     ms: dict[str, list[float]] = {name: [] for name in forms}
     original = sac_module._normal
@@ -109,7 +111,7 @@ def main() -> None:
     eager = statistics.median(ms["eager"])
     lines = [
         f"command: python benchmarks/sac_compile.py --repeats {a.repeats} --updates "
-        f"{a.updates} --threads {a.threads} --device {a.device}",
+        f"{a.updates} --threads {a.threads} --device {a.device} --precision {a.precision}",
         f"machine: {cpu_model()} ({' '.join(cpu_flags())}); "
         f"{' '.join(describe(device).values())}; torch {torch.__version__}; {a.threads} thread(s)",
         f"SAC update, 256x256, batch {BATCH}, {OBS} obs / {ACT} actions; median of "
