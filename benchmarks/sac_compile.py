@@ -25,7 +25,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -38,10 +38,10 @@ from mbrl_bench.reporting.speed import cpu_flags, cpu_model, print_report
 OBS, ACT, BATCH = 11, 3, 256
 
 
-def make_sac(device: torch.device, precision: str = "fp32") -> SAC:
+def make_sac(device: torch.device, precision: Literal["fp32", "bf16"] = "fp32") -> SAC:
     gen = torch.Generator(device="cpu").manual_seed(0)
-    config = SACConfig(precision="bf16" if precision == "bf16" else "fp32")
-    return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), config, gen, device=device)
+    return SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), SACConfig(precision=precision), gen,
+               device=device)
 
 
 def batches(n: int, device: torch.device) -> list[Batch]:

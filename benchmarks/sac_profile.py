@@ -16,15 +16,15 @@ import argparse
 from pathlib import Path
 
 import torch
-from sac_compile import ACT, BATCH, OBS, batches
+from sac_compile import ACT, BATCH, OBS, batches, make_sac
 from torch.profiler import ProfilerActivity, profile
 
-from mbrl_bench.optimizers.sac import SAC, SACConfig
 from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report
 
 GROUPS = {
     "matrix products": ("aten::baddbmm", "aten::bmm", "aten::addmm", "aten::mm"),
     "precision casts": ("aten::copy_", "aten::_to_copy"),
+    # the optimiser's record_function wraps its kernel: its self time is the Python around it
     "optimiser step (Python and kernel)": ("Optimizer.step#Adam.step", "aten::_fused_adam_"),
 }
 
@@ -38,8 +38,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cpu = torch.device("cpu")
-    sac = SAC(OBS, ACT, -torch.ones(ACT), torch.ones(ACT), SACConfig(precision=a.precision),
-              torch.Generator().manual_seed(0))
+    sac = make_sac(cpu, a.precision)
     data = batches(a.updates + 10, cpu)
     for b in data[:10]:
         sac.update(b)
@@ -49,7 +48,6 @@ def main() -> None:
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e3 / a.updates
     self_ms = {e.key: e.self_cpu_time_total / 1e3 / a.updates for e in events}
-    # the optimiser's record_function wraps its kernel: its self time is the Python around it
     lines = [
         "command: python benchmarks/sac_profile.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),

@@ -36,14 +36,17 @@ Key = tuple[str, str, str, str, str, str, str, str, str]
 machine."""
 
 
+def read_cpuinfo() -> str:
+    """``/proc/cpuinfo``'s text; empty where there is none."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def cpu_model(cpuinfo: str | None = None) -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (or the text given), ``unknown`` without."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "unknown"
-    for line in cpuinfo.splitlines():
+    for line in (read_cpuinfo() if cpuinfo is None else cpuinfo).splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown"
@@ -58,6 +61,7 @@ def cpu_id(cpuinfo: str | None = None, capability: str | None = None) -> str:
     if capability is None:
         import torch
         capability = torch.backends.cpu.get_cpu_capability()
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
     flags = cpu_flags(cpuinfo)
     units = "".join(unit for unit, flag in (("+BF16", "avx512_bf16"), ("+AMX", "amx_tile"))
                     if flag in flags)
@@ -67,12 +71,8 @@ def cpu_id(cpuinfo: str | None = None, capability: str | None = None) -> str:
 def cpu_flags(cpuinfo: str | None = None) -> list[str]:
     """The CPU flags that decide matrix throughput (AVX2, AVX-512, AVX512-BF16, AMX), in
     ``/proc/cpuinfo``'s spelling, of those this CPU has."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    line = next((x for x in cpuinfo.splitlines() if x.startswith("flags")), "")
+    text = read_cpuinfo() if cpuinfo is None else cpuinfo
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "")
     have = set(line.split(":", 1)[-1].split())
     return [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
             if f in have]
