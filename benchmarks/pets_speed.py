@@ -70,9 +70,9 @@ def control(act: Any, steps: int) -> list[float]:
     return times
 
 
-def ours(data: Path, steps: int, precision: str = "fp32") -> tuple[list[float], dict[str, Any]]:
-    """Seconds of planning per env step, and the settings (with ``fit_s``, the model fit's
-    seconds); ``precision``: the model's (``model.precision``)."""
+def build_ours(data: Path, precision: str = "fp32") -> tuple[Any, dict[str, Any]]:
+    """Our PETS agent with its model fitted on ``data``, and the settings (with ``fit_s``, the
+    model fit's seconds); ``precision``: the model's (``model.precision``)."""
     from dataclasses import replace
 
     import torch
@@ -111,6 +111,12 @@ def ours(data: Path, steps: int, precision: str = "fp32") -> tuple[list[float], 
                 "ensemble": model_part.config.ensemble_size,
                 "hidden": f"{model_part.config.num_layers}x{model_part.config.hidden_size}",
                 "epochs": model_part.config.max_epochs, "precision": precision, "fit_s": fit_s}
+    return agent, settings
+
+
+def ours(data: Path, steps: int, precision: str = "fp32") -> tuple[list[float], dict[str, Any]]:
+    """Seconds of planning per env step, and the settings (:func:`build_ours`)."""
+    agent, settings = build_ours(data, precision)
     return control(agent.act, steps), settings
 
 
