@@ -22,7 +22,7 @@ import torch
 from pets_speed import build_ours, control, random_data
 from torch.profiler import ProfilerActivity, profile
 
-from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report
+from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report, profile_by_kind
 
 GROUPS = {
     "matrix products": ("aten::baddbmm", "aten::bmm", "aten::addmm", "aten::mm"),
@@ -48,9 +48,7 @@ def main() -> None:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         seconds = control(agent.act, a.steps)  # its warm-up step is profiled too
     events = prof.key_averages()
-    per_step = a.steps + 1
-    total = sum(e.self_cpu_time_total for e in events) / 1e6 / per_step
-    self_s = {e.key: e.self_cpu_time_total / 1e6 / per_step for e in events}
+    total, by_kind = profile_by_kind(events, a.steps + 1, GROUPS, "s", "planned step")
     lines = [
         "command: python benchmarks/pets_profile.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
@@ -59,15 +57,8 @@ def main() -> None:
         f"timed steps under the profiler: {', '.join(f'{s:.2f}' for s in seconds)} s; "
         f"profiled self time {total:.2f} s per planned step (the warm-up step included); "
         "by kind:",
+        *by_kind,
     ]
-    counted = 0.0
-    for name, keys in GROUPS.items():
-        s = sum(self_s.get(k, 0.0) for k in keys)
-        counted += s
-        lines.append(f"  {name}: {s:.3f} s ({s / total:.0%})")
-    calls = sum(e.count for e in events) / per_step
-    lines.append(f"  everything else: {total - counted:.3f} s ({(total - counted) / total:.0%}); "
-                 f"{calls:.0f} profiled operator calls per planned step in all")
     lines.append(events.table(sort_by="self_cpu_time_total", row_limit=25))
     print_report("\n".join(lines), a.out)
 

@@ -19,7 +19,7 @@ import torch
 from sac_compile import ACT, BATCH, OBS, batches, make_sac
 from torch.profiler import ProfilerActivity, profile
 
-from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report
+from mbrl_bench.reporting.speed import cpu_flags, cpu_id, print_report, profile_by_kind
 
 GROUPS = {
     "matrix products": ("aten::baddbmm", "aten::bmm", "aten::addmm", "aten::mm"),
@@ -46,8 +46,7 @@ def main() -> None:
         for b in data[10:]:
             sac.update(b)
     events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events) / 1e3 / a.updates
-    self_ms = {e.key: e.self_cpu_time_total / 1e3 / a.updates for e in events}
+    total, by_kind = profile_by_kind(events, a.updates, GROUPS, "ms", "update")
     lines = [
         "command: python benchmarks/sac_profile.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(a).items() if v is not None),
@@ -56,15 +55,8 @@ def main() -> None:
         f"precision {a.precision}",
         f"profiled: {total:.2f} ms per update (with the profiler's overhead); self time per "
         "update by kind:",
+        *by_kind,
     ]
-    counted = 0.0
-    for name, keys in GROUPS.items():
-        ms = sum(self_ms.get(k, 0.0) for k in keys)
-        counted += ms
-        lines.append(f"  {name}: {ms:.2f} ms ({ms / total:.0%})")
-    calls = sum(e.count for e in events) / a.updates
-    lines.append(f"  everything else: {total - counted:.2f} ms ({(total - counted) / total:.0%}); "
-                 f"{calls:.0f} profiled operator calls per update in all")
     lines.append(events.table(sort_by="self_cpu_time_total", row_limit=25))
     print_report("\n".join(lines), a.out)
 

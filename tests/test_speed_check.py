@@ -14,6 +14,7 @@ from mbrl_bench.reporting.speed import (
     cpu_model,
     medians,
     merge,
+    profile_by_kind,
     read_reference,
     read_rows,
     regressions,
@@ -127,3 +128,22 @@ def test_committed_speed_files_are_readable() -> None:
         assert float(str(row["value"])) >= 0 and row["lib"] and row["phase"]
     assert {"sac", "mbpo", "pets"} <= {str(r["algo"]) for r in committed}
     assert all(row[CODE] for row in committed), "every committed figure names its code"
+
+
+def test_profile_by_kind_sums_self_times_per_repetition() -> None:
+    from types import SimpleNamespace
+
+    events = [SimpleNamespace(key="aten::mm", self_cpu_time_total=6000.0, count=4),
+              SimpleNamespace(key="aten::bmm", self_cpu_time_total=2000.0, count=2),
+              SimpleNamespace(key="aten::silu", self_cpu_time_total=1000.0, count=2),
+              SimpleNamespace(key="aten::add", self_cpu_time_total=1000.0, count=2)]
+    total, lines = profile_by_kind(events, 2, {"products": ("aten::mm", "aten::bmm"),
+                                               "activations": ("aten::silu",)}, "ms", "update")
+    assert total == pytest.approx(5.0)  # 10,000 µs over 2 repetitions
+    assert lines == ["  products: 4.00 ms (80%)", "  activations: 0.50 ms (10%)",
+                     "  everything else: 0.50 ms (10%); 5 profiled operator calls per update "
+                     "in all"]
+    total_s, lines_s = profile_by_kind(events, 1, {}, "s", "planned step")
+    assert total_s == pytest.approx(0.01)
+    assert lines_s == ["  everything else: 0.010 s (100%); 10 profiled operator calls per "
+                       "planned step in all"]

@@ -19,6 +19,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 FIELDS = ("cpu", "threads", "torch", "algo", "task", "settings", "lib", "precision", "phase",
           "unit", "rep", "value")
@@ -91,6 +92,37 @@ def read_rows(path: Path) -> list[Row]:
 def read_reference(folder: Path) -> list[Row]:
     """Every committed speed row under ``folder`` (``speed-*.csv``); none if it has none."""
     return [row for path in sorted(folder.glob("speed-*.csv")) for row in read_rows(path)]
+
+
+def profile_by_kind(
+    events: Sequence[Any], repeats: int, kinds: Mapping[str, Sequence[str]], unit: str, per: str
+) -> tuple[float, list[str]]:
+    """Self time of torch.profiler's ``events`` (``prof.key_averages()``) summed by kind.
+
+    Args:
+        events: the averaged events of ``repeats`` repetitions of one unit of work.
+        kinds: per kind, the operator names whose self time it sums.
+        unit: ``"ms"`` or ``"s"``, the unit of every figure.
+        per: what one repetition is (``"update"``, ``"planned step"``), for the lines.
+
+    Returns:
+        ``(total, lines)``: the self time per repetition, and one line per kind, one for
+        everything else with the operator calls per repetition.
+    """
+    scale = {"ms": 1e3, "s": 1e6}[unit] * repeats  # profiler times are in microseconds
+    total = sum(e.self_cpu_time_total for e in events) / scale
+    self_time = {e.key: e.self_cpu_time_total / scale for e in events}
+    digits = 2 if unit == "ms" else 3
+    lines, counted = [], 0.0
+    for name, keys in kinds.items():
+        t = sum(self_time.get(k, 0.0) for k in keys)
+        counted += t
+        lines.append(f"  {name}: {t:.{digits}f} {unit} ({t / total:.0%})")
+    calls = sum(e.count for e in events) / repeats
+    lines.append(f"  everything else: {total - counted:.{digits}f} {unit} "
+                 f"({(total - counted) / total:.0%}); {calls:.0f} profiled operator calls per "
+                 f"{per} in all")
+    return total, lines
 
 
 def print_report(report: str, out: Path | None) -> None:
