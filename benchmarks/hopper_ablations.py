@@ -42,16 +42,12 @@ def run_groups(runs: Path | None, budget: int) -> dict[str, list[float]]:
     ``bench table`` reads it), in seed order."""
     if runs is None:
         return {}
-    table, evals = load_runs(runs)
+    _, evals = load_runs(runs)
     groups: dict[str, list[float]] = {}
-    for algo, of_algo in table.groupby("algo", sort=True):
-        values = []
-        for path in of_algo["path"]:
-            value = return_at_budget(evals[evals["path"] == path], budget)
-            if value is not None:
-                values.append(value)
-        if values:
-            groups[str(algo)] = values
+    for (algo, _), of_run in evals.groupby(["algo", "path"], sort=True):
+        value = return_at_budget(of_run, budget)
+        if value is not None:
+            groups.setdefault(str(algo), []).append(value)
     return groups
 
 
